@@ -1,0 +1,140 @@
+"""The `mp1` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import mp1
+from mp1.data.demos import DemoGenerationError
+
+
+def cmd_toy(args: argparse.Namespace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+    from tqdm import tqdm
+
+    from mp1.objectives import ConsistencyFlow, Diffusion, FlowMatching, MeanFlow
+    from mp1.toy import evaluate_toy, train_toy
+
+    torch.set_num_threads(args.threads)
+    runs = [
+        ("MeanFlow (MP1 settings), 1 step", MeanFlow(), 1),
+        ("MeanFlow (paper settings), 1 step", MeanFlow.from_preset("meanflow"), 1),
+        ("flow matching, 1 step", FlowMatching(), 1),
+        ("consistency flow, 1 step", ConsistencyFlow(num_segments=1, second_branch_grad=False), 1),
+        ("DDIM, 10 steps", Diffusion(), 10),
+    ]
+    figure, axes = plt.subplots(1, len(runs), figsize=(4 * len(runs), 4.2))
+    for ax, (title, objective, steps) in zip(axes, tqdm(runs, desc="training on the toy", unit="objective")):
+        net, mixture = train_toy(objective, steps=args.steps, lr=args.lr, seed=args.seed)
+        fraction, points, labels = evaluate_toy(objective, net, mixture, steps=steps)
+        tqdm.write(f"{title:<36} {100 * fraction:5.1f}% of samples on a mode of their condition")
+        ax.scatter(*points.T, c=labels, s=2, cmap="tab10", vmin=0, vmax=9)
+        ax.scatter(*mixture.centers.T, marker="x", c="k", s=40)
+        ax.set(title=f"{title}\n{100 * fraction:.0f}% on a correct mode", xlim=(-2, 2), ylim=(-2, 2), aspect="equal")
+    figure.suptitle("one-step samples on a bimodal conditional toy (colour = condition)")
+    figure.tight_layout()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(args.out, dpi=120)
+    print(f"wrote {args.out}")
+
+
+def cmd_bench_latency(args: argparse.Namespace) -> None:
+    import torch
+
+    from mp1.bench import format_report, latency_report
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    report = latency_report(args.preset, args.device, args.calls, args.warmup, args.train_batch, args.train_steps)
+    print(json.dumps(report) if args.json else format_report(report))
+
+
+def cmd_demos(args: argparse.Namespace) -> None:
+    from mp1.data.demos import DemoConfig, default_store_path, generate_demos
+    from mp1.envs import resolve_env_names
+
+    names = resolve_env_names(args.envs)
+    config = DemoConfig(
+        episodes=args.episodes, seed=args.seed, num_points=args.num_points, use_rgb=args.rgb, save_images=args.images
+    )
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be at least 1, got {args.episodes}")
+    if args.out and len(names) > 1:
+        raise ValueError("--out names one store; for several tasks use --out-dir")
+    paths = {name: Path(args.out) if args.out else default_store_path(args.out_dir, name, config) for name in names}
+    results = generate_demos(names, args.out_dir, config, jobs=args.jobs, paths=paths)
+    for r in sorted(results, key=lambda r: names.index(r.env_name)):
+        if r.skipped:
+            print(f"{r.env_name:<40} exists, skipped: {r.path}")
+        else:
+            print(f"{r.env_name:<40} kept {r.kept}/{r.attempts} expert episodes, {r.steps} steps -> {r.path}")
+
+
+def cmd_viz(args: argparse.Namespace) -> None:
+    from mp1.viz import plot_episode_clouds, write_episode_video
+
+    out = Path(args.out or Path(args.store).with_suffix("").as_posix() + f"_episode{args.episode}.png")
+    print(f"wrote {plot_episode_clouds(args.store, out, args.episode, args.frames)}")
+    if args.video:
+        print(f"wrote {write_episode_video(args.store, out.with_suffix('.' + args.video), args.episode)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mp1", description=mp1.__doc__)
+    parser.add_argument("--version", action="version", version=f"mp1 {mp1.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    toy = commands.add_parser("toy", help="train the objectives on a 2-D bimodal toy and plot one-step samples")
+    toy.add_argument("--out", default="outputs/toy.png", help="PNG to write")
+    toy.add_argument("--steps", type=int, default=3000, help="Adam steps per objective")
+    toy.add_argument("--lr", type=float, default=2e-3)
+    toy.add_argument("--seed", type=int, default=0)
+    toy.add_argument("--threads", type=int, default=2)
+    toy.set_defaults(func=cmd_toy)
+
+    bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True, metavar="BENCH")
+    latency = bench.add_parser("latency", help="predict_action latency at batch 1 and training-step cost")
+    latency.add_argument("--preset", choices=["cpu", "paper"], default="cpu")
+    latency.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    latency.add_argument("--calls", type=int, default=200, help="timed calls per policy")
+    latency.add_argument("--warmup", type=int, default=20)
+    latency.add_argument("--train-batch", type=int, default=128)
+    latency.add_argument("--train-steps", type=int, default=5, help="timed training steps per objective (0: skip)")
+    latency.add_argument("--threads", type=int, default=0, help="torch threads on CPU (0: torch's default)")
+    latency.add_argument("--json", action="store_true", help="print one JSON object")
+    latency.set_defaults(func=cmd_bench_latency)
+    demos = commands.add_parser("demos", help="generate scripted-expert demonstrations (DP3 zarr layout)")
+    demos.add_argument("envs", nargs="+", help="e.g. metaworld/button-press, or a set: all34, easy, medium, hard, very_hard")
+    demos.add_argument("--episodes", type=int, default=10, help="successful episodes to keep per task")
+    demos.add_argument("--seed", type=int, default=0)
+    demos.add_argument("--out", help="store path (one task only)")
+    demos.add_argument("--out-dir", default="data/demos", help="folder for the stores (default: data/demos)")
+    demos.add_argument("--jobs", type=int, default=1, help="parallel processes")
+    demos.add_argument("--num-points", type=int, default=512)
+    demos.add_argument("--rgb", action="store_true", help="XYZRGB point clouds")
+    demos.add_argument("--images", action="store_true", help="also store camera images (data/img, data/depth)")
+    demos.set_defaults(func=cmd_demos)
+
+    viz = commands.add_parser("viz", help="plot the point clouds of a demonstration episode")
+    viz.add_argument("store", help="a demonstration store (.zarr)")
+    viz.add_argument("--episode", type=int, default=0)
+    viz.add_argument("--frames", type=int, default=6)
+    viz.add_argument("--out", help="PNG to write (default: beside the store)")
+    viz.add_argument("--video", choices=["mp4", "gif"], help="also write the camera video (needs a store made with --images)")
+    viz.set_defaults(func=cmd_viz)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, DemoGenerationError) as error:
+        sys.exit(f"mp1: error: {error}")

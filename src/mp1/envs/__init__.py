@@ -1,0 +1,65 @@
+"""Simulated tasks with DP3-style point-cloud observations, made by name."""
+
+from __future__ import annotations
+
+import ctypes.util
+import os
+from typing import Any
+
+import gymnasium as gym
+
+
+def choose_gl_backend() -> str:
+    """Headless rendering: EGL when its library is present, else OSMesa. Must run before
+    mujoco is imported; an explicit MUJOCO_GL wins."""
+    if "MUJOCO_GL" not in os.environ:
+        os.environ["MUJOCO_GL"] = "egl" if ctypes.util.find_library("EGL") else "osmesa"
+    os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+    return os.environ["MUJOCO_GL"]
+
+
+choose_gl_backend()
+
+SUITES = ("metaworld",)
+
+
+def make_env(name: str, seed: int = 0, **kwargs: Any) -> gym.Env:
+    """E.g. `make_env("metaworld/button-press", seed=0, num_points=512)`."""
+    suite, _, task = name.partition("/")
+    if suite == "metaworld" and task:
+        from mp1.envs.metaworld import MetaWorldEnv
+
+        return MetaWorldEnv(task, seed=seed, **kwargs)
+    raise ValueError(f"unknown environment {name!r}; expected '<suite>/<task>' with suite in {SUITES}")
+
+
+def task_sets() -> dict[str, list[str]]:
+    """Named sets of environments: the benchmark, its difficulty groups, and whole suites."""
+    from mp1.envs.metaworld import BENCHMARK_TASKS, TASKS
+
+    sets = {group: [f"metaworld/{t}" for t in tasks] for group, tasks in BENCHMARK_TASKS.items()}
+    sets["metaworld34"] = [name for group in BENCHMARK_TASKS.values() for name in (f"metaworld/{t}" for t in group)]
+    sets["all34"] = sets["metaworld34"]
+    sets["metaworld50"] = [f"metaworld/{t}" for t in TASKS]
+    return sets
+
+
+def resolve_env_names(specs: list[str]) -> list[str]:
+    """Expands set names (e.g. "all34", "hard") and checks single names; keeps order, no repeats."""
+    sets = task_sets()
+    names: list[str] = []
+    for spec in specs:
+        for name in sets.get(spec, [spec]):
+            suite, _, task = name.partition("/")
+            if suite not in SUITES or not task:
+                raise ValueError(f"unknown environment or set {spec!r}; sets: {sorted(sets)}; names: '<suite>/<task>'")
+            if suite == "metaworld":
+                from mp1.envs.metaworld import canonical_task
+
+                name = f"metaworld/{canonical_task(task)}"
+            if name not in names:
+                names.append(name)
+    return names
+
+
+__all__ = ["SUITES", "make_env", "resolve_env_names", "task_sets"]

@@ -1,0 +1,176 @@
+"""The point-cloud policy: observation encoder -> conditioning vector -> objective's sampler
+over the UNet. The objective (MeanFlow, consistency flow, diffusion, flow matching) is the
+only thing that differs between MP1, FlowPolicy and DP3."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+import mp1
+from mp1.nn import ConditionalUnet1D, ObservationEncoder
+from mp1.objectives.base import NetOutput
+from mp1.policies.config import POLICY_CONFIGS, PolicyConfig, config_from_dict, config_to_dict
+from mp1.policies.normalizer import LinearNormalizer
+
+FILE_FORMAT = "mp1-policy"
+FILE_FORMAT_VERSION = 1
+
+
+class PolicyFileError(ValueError):
+    """A file that is not a readable mp1 policy (foreign, truncated or corrupt)."""
+
+
+class Policy(nn.Module):
+    def __init__(self, config: PolicyConfig):
+        super().__init__()
+        self.config = config
+        self.name = next(name for name, cls in POLICY_CONFIGS.items() if type(config) is cls)
+        self.encoder = ObservationEncoder(config.encoder, config.point_dim, config.state_dim, config.n_obs_steps)
+        self.unet = ConditionalUnet1D(config.action_dim, self.encoder.out_dim, config.unet)
+        self.normalizer = LinearNormalizer(
+            {"point_cloud": config.point_dim, "agent_pos": config.state_dim, "action": config.action_dim}
+        )
+
+    @property
+    def objective(self):
+        return self.config.objective
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def set_normalizer(self, normalizer: LinearNormalizer) -> None:
+        self.normalizer.load_state_dict(normalizer.state_dict())
+
+    def encode(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        point_cloud = self.normalizer.normalize("point_cloud", obs["point_cloud"])
+        agent_pos = self.normalizer.normalize("agent_pos", obs["agent_pos"])
+        return self.encoder(point_cloud, agent_pos)
+
+    def net(self, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> NetOutput:
+        """The objective's view of the UNet; it hands out features when a feature loss is on."""
+        return self.unet(z, r, t, cond, return_features=self.training and self.config.dispersive.enabled)
+
+    def compute_loss(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        obs = self.validate_obs(batch["obs"])
+        action = self._as_tensor("action", batch["action"], (self.config.horizon, self.config.action_dim))
+        cond = self.encode(obs)
+        feature_loss = self.config.dispersive if self.config.dispersive.enabled else None
+        return self.objective.loss(self.net, self.normalizer.normalize("action", action), cond, feature_loss)
+
+    def predict_action(
+        self, obs: Mapping[str, Any], steps: int | None = None, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """obs: {"point_cloud": (B, To, N, C), "agent_pos": (B, To, Ds)}, torch or numpy, any
+        device. Returns {"action": (B, n_action_steps, Da), "action_pred": (B, horizon, Da)}."""
+        with torch.inference_mode():
+            obs = self.validate_obs(obs)
+            cond = self.encode(obs)
+            shape = (cond.shape[0], self.config.horizon, self.config.action_dim)
+            noise = torch.randn(shape, device=cond.device, generator=generator)
+            action_pred = self.normalizer.unnormalize("action", self.objective.sample(self.net, noise, cond, steps))
+            start = self.config.n_obs_steps - 1
+            return {"action": action_pred[:, start : start + self.config.n_action_steps], "action_pred": action_pred}
+
+    def validate_obs(self, obs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Checks keys, shapes, dtypes and finiteness; returns float32 tensors on our device."""
+        c = self.config
+        if not isinstance(obs, Mapping):
+            raise ValueError(f"obs must be a dict with 'point_cloud' and 'agent_pos', got {type(obs).__name__}")
+        point_cloud = self._as_tensor("point_cloud", obs.get("point_cloud"), (c.n_obs_steps, None, c.point_dim))
+        agent_pos = self._as_tensor("agent_pos", obs.get("agent_pos"), (c.n_obs_steps, c.state_dim))
+        if point_cloud.shape[0] != agent_pos.shape[0]:
+            raise ValueError(
+                f"batch sizes differ: point_cloud has {point_cloud.shape[0]}, agent_pos has {agent_pos.shape[0]}"
+            )
+        return {"point_cloud": point_cloud, "agent_pos": agent_pos}
+
+    def _as_tensor(self, key: str, value: Any, trailing: tuple[int | None, ...]) -> torch.Tensor:
+        expected = "(B, " + ", ".join("N" if d is None else str(d) for d in trailing) + ")"
+        if value is None:
+            raise ValueError(f"missing key {key!r}: expected an array of shape {expected}")
+        if isinstance(value, np.ndarray):
+            if not np.issubdtype(value.dtype, np.floating):
+                raise ValueError(f"{key!r} has dtype {value.dtype}; expected a floating dtype")
+            value = torch.from_numpy(value)
+        elif not isinstance(value, torch.Tensor):
+            raise ValueError(f"{key!r} must be a numpy array or torch tensor, got {type(value).__name__}")
+        elif not value.is_floating_point():
+            raise ValueError(f"{key!r} has dtype {value.dtype}; expected a floating dtype")
+        shape_ok = value.dim() == len(trailing) + 1 and all(
+            d is None or d == got for d, got in zip(trailing, value.shape[1:])
+        )
+        if not shape_ok:
+            raise ValueError(f"{key!r} has shape {tuple(value.shape)}; expected {expected}")
+        value = value.to(device=self.device, dtype=torch.float32)
+        if not torch.isfinite(value).all():
+            raise ValueError(f"{key!r} contains NaN or inf")
+        return value
+
+    def save(self, path: str | os.PathLike, ema: nn.Module | None = None, extra: dict[str, Any] | None = None) -> None:
+        """Writes config, normaliser, weights and (optionally) EMA weights to one file, atomically."""
+        payload = {
+            "format": FILE_FORMAT,
+            "format_version": FILE_FORMAT_VERSION,
+            "mp1_version": mp1.__version__,
+            "policy": self.name,
+            "config": config_to_dict(self.config),
+            "state_dict": self.state_dict(),
+            "ema_state_dict": None if ema is None else ema.state_dict(),
+            "extra": extra or {},
+        }
+        atomic_torch_save(payload, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, use_ema: bool = True, device: str | torch.device = "cpu") -> "Policy":
+        """Loads a policy file; the EMA weights are used when present and `use_ema`."""
+        payload = read_policy_file(path)
+        policy = cls(config_from_dict(payload["policy"], payload["config"]))
+        weights = payload["ema_state_dict"] if use_ema and payload["ema_state_dict"] is not None else payload["state_dict"]
+        policy.load_state_dict(weights)
+        return policy.to(device).eval()
+
+
+def atomic_torch_save(payload: Any, path: str | os.PathLike) -> None:
+    """Saves to a temporary file beside `path`, flushes it to disk, then renames it: a crash
+    leaves either the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def read_policy_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Reads a policy file without executing code from it (torch's weights_only loader)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no policy file at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:
+        raise PolicyFileError(f"{path} is not a readable mp1 policy file (truncated or corrupt?): {error}") from error
+    if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
+        raise PolicyFileError(f"{path} is not an mp1 policy file")
+    if payload.get("format_version") != FILE_FORMAT_VERSION:
+        raise PolicyFileError(
+            f"{path} has policy file format version {payload.get('format_version')}; "
+            f"this mp1 reads version {FILE_FORMAT_VERSION}"
+        )
+    if payload.get("policy") not in POLICY_CONFIGS:
+        raise PolicyFileError(f"{path} holds unknown policy {payload.get('policy')!r}")
+    return payload

@@ -1,0 +1,175 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from mp1.policies import POLICY_NAMES, LinearNormalizer, Policy, PolicyFileError, make_policy
+
+SMALL = dict(unet={"down_dims": [32, 64, 128], "time_embed_dim": 32}, encoder={"point_hidden_dims": [32, 64]})
+B, TO, N, DS, DA = 6, 2, 64, 9, 4
+
+
+def make_batch(seed: int = 0, batch: int = B) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "obs": {"point_cloud": torch.rand(batch, TO, N, 3, generator=g), "agent_pos": torch.rand(batch, TO, DS, generator=g)},
+        "action": torch.rand(batch, 4, DA, generator=g) * 2 - 1,
+    }
+
+
+def fitted_policy(name: str, seed: int = 0, **overrides) -> Policy:
+    torch.manual_seed(seed)
+    policy = make_policy(name, **{**SMALL, **overrides})
+    batch = make_batch()
+    normalizer = LinearNormalizer({"point_cloud": 3, "agent_pos": DS, "action": DA})
+    normalizer.fit({"point_cloud": batch["obs"]["point_cloud"], "agent_pos": batch["obs"]["agent_pos"], "action": batch["action"]})
+    policy.set_normalizer(normalizer)
+    return policy
+
+
+@pytest.mark.parametrize("name", POLICY_NAMES)
+def test_predict_action_shapes_and_numpy_input(name):
+    policy = fitted_policy(name)
+    obs = {k: v.numpy() for k, v in make_batch()["obs"].items()}
+    out = policy.predict_action(obs)
+    assert out["action"].shape == (B, 3, DA) and out["action_pred"].shape == (B, 4, DA)
+    assert out["action"].dtype == torch.float32
+    torch.testing.assert_close(out["action"], out["action_pred"][:, 1:4])
+    loss, info = policy.compute_loss(make_batch())
+    assert loss.dim() == 0 and all(isinstance(v, float) for v in info.values())
+
+
+def test_paper_preset_scale():
+    policy = make_policy("mp1", preset="paper")
+    assert policy.config.unet.down_dims == [512, 1024, 2048]
+    assert sum(p.numel() for p in policy.parameters()) > 200e6
+
+
+def test_config_presets_and_overrides():
+    mp1, dp3 = make_policy("mp1"), make_policy("dp3")
+    assert mp1.config.dispersive.weight == 0.5 and mp1.config.unet.r_embedding == "r"
+    assert dp3.config.dispersive.weight == 0.0 and dp3.config.unet.r_embedding == "none"
+    assert make_policy("mp1", dispersive={"weight": 0.0}).config.dispersive.enabled is False
+    assert make_policy("mp1", objective={"guidance": "cfg"}).objective.guidance == "cfg"
+    with pytest.raises(ValueError, match="unknown policy"):
+        make_policy("dp4")
+    with pytest.raises(Exception, match="guidance"):
+        make_policy("mp1", objective={"guidance": "bogus"})
+    with pytest.raises(ValueError, match="horizon"):
+        make_policy("mp1", n_action_steps=8)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda o: o.pop("agent_pos"), "missing key 'agent_pos'"),
+        (lambda o: o.update(point_cloud=o["point_cloud"][:, :1]), r"'point_cloud' has shape \(6, 1, 64, 3\); expected \(B, 2, N, 3\)"),
+        (lambda o: o.update(agent_pos=o["agent_pos"][..., :5]), r"'agent_pos' has shape \(6, 2, 5\); expected \(B, 2, 9\)"),
+        (lambda o: o.update(agent_pos=o["agent_pos"].long()), "'agent_pos' has dtype torch.int64"),
+        (lambda o: o["point_cloud"].__setitem__((0, 0, 0, 0), float("nan")), "'point_cloud' contains NaN or inf"),
+        (lambda o: o["agent_pos"].__setitem__((1, 1, 1), float("inf")), "'agent_pos' contains NaN or inf"),
+        (lambda o: o.update(agent_pos=o["agent_pos"][:2]), "batch sizes differ"),
+        (lambda o: o.update(point_cloud=[[0.0]]), "'point_cloud' must be a numpy array or torch tensor"),
+    ],
+)
+def test_predict_action_rejects_bad_input(mutate, message):
+    policy = fitted_policy("mp1")
+    obs = make_batch()["obs"]
+    mutate(obs)
+    with pytest.raises(ValueError, match=message):
+        policy.predict_action(obs)
+
+
+# name: (batch size, training steps). MeanFlow learns the whole average-velocity field, not
+# one map, and needs the most steps (measured: sample error 1.14 -> 0.108 after 500 steps).
+OVERFIT = {"mp1": (16, 700), "flowpolicy": (6, 400), "dp3": (6, 200)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", OVERFIT)
+def test_policy_overfits_one_batch(name):
+    """Trained on one batch, the policy's sampled actions approach the batch's actions: the
+    sampling error falls at least 10x. (DP3's loss falls 10x too; MP1's adaptively weighted
+    loss and FlowPolicy's consistency loss do not measure fit, see docs/objectives.md.)"""
+    batch_size, steps = OVERFIT[name]
+    policy = fitted_policy(name)
+    batch = make_batch(batch=batch_size)
+    generator = lambda: torch.Generator().manual_seed(0)
+    sample_error = lambda: (policy.predict_action(batch["obs"], generator=generator())["action_pred"] - batch["action"]).pow(2).mean().item()
+    before, losses = sample_error(), []
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-3)
+    for _ in range(steps):
+        loss, _ = policy.compute_loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    after = sample_error()
+    print(f"{name}: sample error {before:.4f} -> {after:.4f}")
+    assert after < before / 10
+    if name == "dp3":
+        assert np.mean(losses[-10:]) < np.mean(losses[:10]) / 10
+
+
+@pytest.mark.parametrize("name", POLICY_NAMES)
+def test_same_seed_same_loss(name):
+    losses = []
+    for _ in range(2):
+        policy = fitted_policy(name, seed=3)
+        torch.manual_seed(7)
+        losses.append(policy.compute_loss(make_batch())[0].item())
+    assert losses[0] == losses[1]
+    policy = fitted_policy(name, seed=4)
+    torch.manual_seed(7)
+    assert policy.compute_loss(make_batch())[0].item() != losses[0]
+
+
+@pytest.mark.parametrize("name", POLICY_NAMES)
+def test_save_load_round_trip(tmp_path, name):
+    policy = fitted_policy(name)
+    ema = fitted_policy(name, seed=1)
+    path = tmp_path / "policy.pt"
+    policy.save(path, ema=ema)
+    obs = make_batch()["obs"]
+    act = lambda p: p.predict_action(obs, generator=torch.Generator().manual_seed(0))["action"]
+
+    assert torch.equal(act(Policy.load(path, use_ema=False)), act(policy))
+    assert torch.equal(act(Policy.load(path)), act(ema))  # EMA weights by default
+    loaded = Policy.load(path)
+    assert loaded.name == name and loaded.config == policy.config
+    torch.testing.assert_close(loaded.normalizer.action_scale, policy.normalizer.action_scale)
+    assert not list(tmp_path.glob(".*.tmp"))  # the atomic write cleaned up
+
+
+def test_load_rejects_foreign_and_broken_files(tmp_path):
+    good = tmp_path / "good.pt"
+    fitted_policy("dp3").save(good)
+    data = good.read_bytes()
+
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(PolicyFileError, match="truncated or corrupt"):
+        Policy.load(truncated)
+
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"model": torch.zeros(3)}, foreign)
+    with pytest.raises(PolicyFileError, match="not an mp1 policy file"):
+        Policy.load(foreign)
+
+    class Exploit:
+        def __reduce__(self):
+            return (print, ("arbitrary code ran",))
+
+    malicious = tmp_path / "malicious.pt"
+    malicious.write_bytes(pickle.dumps({"format": "mp1-policy", "payload": Exploit()}))
+    with pytest.raises(PolicyFileError):
+        Policy.load(malicious)
+
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00not a policy" * 10)
+    with pytest.raises(PolicyFileError):
+        Policy.load(garbage)
+
+    with pytest.raises(FileNotFoundError):
+        Policy.load(tmp_path / "missing.pt")
