@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import mp1
+from omegaconf.errors import OmegaConfBaseException as OmegaConfError
+
 from mp1.data.demos import DemoGenerationError
 
 
@@ -86,6 +88,48 @@ def cmd_viz(args: argparse.Namespace) -> None:
         print(f"wrote {write_episode_video(args.store, out.with_suffix('.' + args.video), args.episode)}")
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    from mp1.train import Trainer, parse_overrides
+
+    config = parse_overrides(args.overrides)
+    summary = Trainer(config).train()
+    print(f"run folder: {config.run_path}")
+    if "strict_protocol" in summary:
+        strict = summary["strict_protocol"]
+        print(
+            f"strict protocol (final EMA, {strict['episodes']} episodes): {100 * strict['success_rate']:.1f}% "
+            f"[95% CI {100 * strict['ci95_low']:.1f}-{100 * strict['ci95_high']:.1f}]; "
+            f"latency p50 {strict['latency_p50_ms']:.2f} ms, p99 {strict['latency_p99_ms']:.2f} ms on {strict['device']}"
+        )
+    if summary["periodic_evaluations"]:
+        print(f"DP3 protocol (mean of 5 best periodic evaluations): {100 * summary['dp3_protocol_success']:.1f}%")
+    print(f"report: {config.run_path / 'report.md'}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from mp1.evaluate import evaluate
+    from mp1.policies.policy import read_policy_file
+
+    target = Path(args.target)
+    policy_path = target / "policy_latest.pt" if target.is_dir() else target
+    task = args.task or read_policy_file(policy_path)["extra"].get("task")
+    if not task:
+        raise ValueError(f"{policy_path} does not record its task; pass --task")
+    out_dir = Path(args.out or (target if target.is_dir() else target.parent) / "eval")
+    video = str(out_dir / f"eval_seed{args.seed}.mp4") if args.video else None
+    result = evaluate(policy_path, task, args.episodes, args.seed, args.jobs, video, args.max_steps)
+    result.extra = {"policy_file": str(policy_path), "protocol": "strict: one checkpoint, fixed-seed episodes"}
+    path = out_dir / f"eval_seed{args.seed}_{args.episodes}ep.json"
+    result.save(path)
+    low, high = result.confidence_interval
+    print(
+        f"{task}: success {100 * result.success_rate:.1f}% over {args.episodes} episodes "
+        f"(strict protocol; 95% CI {100 * low:.1f}-{100 * high:.1f}); "
+        f"predict_action p50 {result.latency_p50_ms:.2f} ms, p99 {result.latency_p99_ms:.2f} ms on {result.device}"
+    )
+    print(f"per-episode results: {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mp1", description=mp1.__doc__)
     parser.add_argument("--version", action="version", version=f"mp1 {mp1.__version__}")
@@ -122,6 +166,25 @@ def build_parser() -> argparse.ArgumentParser:
     demos.add_argument("--images", action="store_true", help="also store camera images (data/img, data/depth)")
     demos.set_defaults(func=cmd_demos)
 
+    train = commands.add_parser(
+        "train", help="train a policy: mp1 train policy=mp1 task=metaworld/button-press preset=cpu seed=0 demos=10",
+        description="Overrides are key=value (see mp1.train.TrainConfig); policy config overrides go under "
+        "model., e.g. model.dispersive.weight=0. Re-running the same command resumes an interrupted run.",
+    )
+    train.add_argument("overrides", nargs="*", help="key=value")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = commands.add_parser("eval", help="success rate (strict protocol) and latency of a run or policy file")
+    evaluate.add_argument("target", help="a run folder (uses its policy_latest.pt) or a policy file")
+    evaluate.add_argument("--episodes", type=int, default=100)
+    evaluate.add_argument("--seed", type=int, default=1000, help="episode i uses env seed SEED + i")
+    evaluate.add_argument("--jobs", type=int, default=1, help="parallel rollout processes")
+    evaluate.add_argument("--task", help="environment name, when the policy file does not record it")
+    evaluate.add_argument("--max-steps", type=int, default=200, help="episode length (DP3: 200; 0: the env's own)")
+    evaluate.add_argument("--video", action="store_true", help="write a video of the first episode")
+    evaluate.add_argument("--out", help="folder for results (default: <run>/eval)")
+    evaluate.set_defaults(func=cmd_eval)
+
     viz = commands.add_parser("viz", help="plot the point clouds of a demonstration episode")
     viz.add_argument("store", help="a demonstration store (.zarr)")
     viz.add_argument("--episode", type=int, default=0)
@@ -136,5 +199,5 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, DemoGenerationError) as error:
+    except (ValueError, FileNotFoundError, DemoGenerationError, OmegaConfError) as error:
         sys.exit(f"mp1: error: {error}")

@@ -1,0 +1,319 @@
+"""Training: demos -> dataset -> policy, with AdamW, a cosine schedule with warm-up, EMA,
+periodic rollouts, atomic checkpoints and exact resume.
+
+A run folder holds `config.yaml` (the resolved config), `metrics.jsonl`, TensorBoard logs
+(`tb/`), `checkpoints/latest.pt` (everything needed to resume: weights, EMA, optimiser,
+scheduler, RNG states, evaluation history), the deployable policy files `policy_latest.pt`
+and `policy_best.pt` (EMA weights), `eval/` results and videos, and `final.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from mp1.data import PointCloudDataset
+from mp1.data.demos import DemoConfig, default_store_path, generate_demos
+from mp1.envs import resolve_env_names
+from mp1.evaluate import EvalResult, dp3_protocol, evaluate
+from mp1.policies import POLICY_NAMES, PRESETS, Policy, make_config
+from mp1.policies.policy import atomic_torch_save
+from mp1.report import write_run_report
+
+
+@dataclass
+class TrainConfig:
+    policy: str = "mp1"
+    task: str = "metaworld/button-press"
+    preset: str = "cpu"
+    seed: int = 0
+    # Demonstrations: `demos` successful expert episodes drawn with `demo_seed`.
+    demos: int = 10
+    demo_seed: int = 0
+    data_dir: str = "data/demos"
+    data_path: str = ""  # an existing store to train on instead (e.g. made by DP3's scripts)
+    run_dir: str = ""  # default: runs/<task>/<policy>-<preset>-seed<seed>
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.95, 0.999)
+    weight_decay: float = 1e-6
+    warmup_steps: int = 500
+    grad_clip: float = 0.0  # max gradient norm; 0 disables clipping
+    ema_decay: float = 0.9999  # the EMA warms up: decay_k = min(ema_decay, 1 - (1 + k)^-ema_power)
+    ema_power: float = 0.75
+    # Periodic rollouts (every `eval_every` epochs, 0 disables) and the final strict evaluation.
+    eval_every: int = 20
+    eval_episodes: int = 20
+    final_eval_episodes: int = 100
+    eval_seed: int = 1000
+    eval_max_steps: int = 200  # DP3's Meta-World episode length; 0: the environment's own limit
+    eval_jobs: int = 1
+    video: bool = True
+    checkpoint_every: int = 1  # epochs
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    device: str = "auto"
+    # Overrides of the policy config, e.g. {"dispersive": {"weight": 0.0}} (CLI: model.dispersive.weight=0).
+    model: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.policy not in POLICY_NAMES:
+            raise ValueError(f"unknown policy {self.policy!r}; choose from {list(POLICY_NAMES)}")
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose from {sorted(PRESETS)}")
+        resolve_env_names([self.task])
+        for name in ("epochs", "demos", "batch_size", "eval_episodes", "final_eval_episodes", "eval_jobs", "checkpoint_every"):
+            minimum = 0 if name in ("epochs", "final_eval_episodes") else 1
+            if getattr(self, name) < minimum:
+                raise ValueError(f"{name} must be at least {minimum}, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+
+    @property
+    def run_path(self) -> Path:
+        return Path(self.run_dir or f"runs/{self.task.replace('/', '_')}/{self.policy}-{self.preset}-seed{self.seed}")
+
+
+def parse_overrides(args: list[str], base: TrainConfig | None = None) -> TrainConfig:
+    """`key=value` arguments (OmegaConf dotlist syntax, type-checked) onto the defaults."""
+    for arg in args:
+        if "=" not in arg:
+            raise ValueError(f"expected key=value, got {arg!r}")
+    config = OmegaConf.merge(OmegaConf.structured(base or TrainConfig()), OmegaConf.from_dotlist(args))
+    config = OmegaConf.to_object(config)
+    config.validate()
+    return config
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def ensure_demos(config: TrainConfig) -> Path:
+    if config.data_path:
+        if not Path(config.data_path).exists():
+            raise FileNotFoundError(f"data_path {config.data_path} does not exist")
+        return Path(config.data_path)
+    demo_config = DemoConfig(episodes=config.demos, seed=config.demo_seed)
+    path = default_store_path(config.data_dir, config.task, demo_config)
+    if not path.exists():
+        generate_demos([config.task], config.data_dir, demo_config)
+    return path
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig):
+        from diffusers.optimization import get_cosine_schedule_with_warmup
+        from diffusers.training_utils import EMAModel
+
+        config.validate()
+        self.config = config
+        self.run = config.run_path
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
+                                   ("cpu" if config.device == "auto" else config.device))
+        seed_everything(config.seed)
+
+        policy_config = make_config(config.policy, config.preset, config.model)
+        self.dataset = PointCloudDataset(
+            ensure_demos(config), policy_config.horizon, policy_config.n_obs_steps, policy_config.n_action_steps,
+            max_episodes=config.demos,
+        )
+        sample = self.dataset[0]
+        policy_config.action_dim = sample["action"].shape[-1]
+        policy_config.state_dim = sample["obs"]["agent_pos"].shape[-1]
+        policy_config.point_dim = sample["obs"]["point_cloud"].shape[-1]
+        self.policy = Policy(policy_config)
+        self.policy.set_normalizer(self.dataset.get_normalizer())
+        self.policy.to(self.device)
+        self.ema_policy = Policy(policy_config).to(self.device).eval()
+        self.ema_policy.load_state_dict(self.policy.state_dict())
+        self.ema = EMAModel(
+            self.policy.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=config.ema_power
+        )
+
+        self.loader_generator = torch.Generator().manual_seed(config.seed)
+        self.loader = DataLoader(self.dataset, batch_size=config.batch_size, shuffle=True, generator=self.loader_generator)
+        self.optimizer = torch.optim.AdamW(
+            self.policy.parameters(), lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay
+        )
+        self.total_steps = config.epochs * len(self.loader)
+        self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, config.warmup_steps, max(1, self.total_steps))
+        self.epoch, self.step = 0, 0
+        self.evaluations: list[dict[str, Any]] = []
+
+    # --- checkpoints -------------------------------------------------------------------------
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run / "checkpoints" / "latest.pt"
+
+    def save_checkpoint(self) -> None:
+        state = {
+            "config": asdict(self.config),
+            "epoch": self.epoch,
+            "step": self.step,
+            "policy": self.policy.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "evaluations": self.evaluations,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+                "loader": self.loader_generator.get_state(),
+            },
+        }
+        atomic_torch_save(state, self.checkpoint_path)
+        self.ema.copy_to(self.ema_policy.parameters())
+        self.ema_policy.save(self.run / "policy_latest.pt", extra=self.policy_extra())
+
+    def load_checkpoint(self) -> None:
+        # Our own checkpoint holds numpy and Python RNG states, which the weights-only loader refuses.
+        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        self.policy.load_state_dict(state["policy"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.step, self.evaluations = state["epoch"], state["step"], state["evaluations"]
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        self.loader_generator.set_state(state["rng"]["loader"])
+
+    def policy_extra(self, **more: Any) -> dict[str, Any]:
+        """What a policy file records about its origin (eval reads the task from it)."""
+        return {"task": self.config.task, "epoch": self.epoch, "step": self.step, "seed": self.config.seed, **more}
+
+    # --- logging -----------------------------------------------------------------------------
+
+    def log(self, record: dict[str, Any]) -> None:
+        with open(self.run / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                self.writer.add_scalar(f"{record['kind']}/{key}", value, record["step"])
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def train(self) -> dict[str, Any]:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.run.mkdir(parents=True, exist_ok=True)
+        if self.checkpoint_path.exists():
+            self.load_checkpoint()
+            tqdm.write(f"resuming {self.run} from epoch {self.epoch} (step {self.step})")
+            truncate_metrics(self.run / "metrics.jsonl", self.step)
+        (self.run / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(self.config)))
+        self.writer = SummaryWriter(str(self.run / "tb"))
+        bar = tqdm(total=self.total_steps, initial=self.step, unit="step", desc=f"train {self.config.policy}", dynamic_ncols=True)
+        try:
+            while self.epoch < self.config.epochs:
+                self.train_epoch(bar)
+                self.epoch += 1
+                if self.config.eval_every and self.epoch % self.config.eval_every == 0:
+                    self.periodic_eval()
+                if self.epoch % self.config.checkpoint_every == 0 or self.epoch == self.config.epochs:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+        summary = self.final_eval()
+        self.writer.close()
+        return summary
+
+    def train_epoch(self, bar: tqdm) -> None:
+        self.policy.train()
+        for batch in self.loader:
+            batch = {
+                "obs": {k: v.to(self.device, non_blocking=True) for k, v in batch["obs"].items()},
+                "action": batch["action"].to(self.device, non_blocking=True),
+            }
+            loss, info = self.policy.compute_loss(batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at step {self.step}; lower lr or enable grad_clip")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.config.grad_clip > 0:
+                info["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.config.grad_clip).item()
+            self.optimizer.step()
+            self.scheduler.step()
+            self.ema.step(self.policy.parameters())
+            self.step += 1
+            bar.update(1)
+            bar.set_postfix(epoch=self.epoch, loss=f"{info['loss']:.4f}", refresh=False)
+            self.log({"kind": "train", "step": self.step, "epoch": self.epoch, "lr": self.scheduler.get_last_lr()[0], **info})
+
+    def evaluate_ema(self, episodes: int, video_name: str | None) -> tuple[dict[str, Any], EvalResult]:
+        self.ema.copy_to(self.ema_policy.parameters())
+        video = str(self.run / "eval" / video_name) if video_name and self.config.video else None
+        if self.config.eval_jobs > 1:
+            path = self.run / "eval" / "policy_under_eval.pt"
+            self.ema_policy.save(path, extra=self.policy_extra())
+            jobs, policy = self.config.eval_jobs, path
+        else:
+            jobs, policy = 1, self.ema_policy
+        result = evaluate(
+            policy, self.config.task, episodes, self.config.eval_seed, jobs, video, self.config.eval_max_steps
+        )
+        return {"epoch": self.epoch, "step": self.step, **result.summary()}, result
+
+    def periodic_eval(self) -> None:
+        record, result = self.evaluate_ema(self.config.eval_episodes, f"epoch{self.epoch:04d}.mp4")
+        best = max((e["success_rate"] for e in self.evaluations), default=-1.0)
+        self.evaluations.append(record)
+        if record["success_rate"] > best:
+            self.ema_policy.save(self.run / "policy_best.pt", extra=self.policy_extra(success_rate=record["success_rate"]))
+        self.log({"kind": "eval", **{k: v for k, v in record.items() if k not in ("env", "device")}})
+        tqdm.write(
+            f"epoch {self.epoch}: success {100 * record['success_rate']:.0f}% over {record['episodes']} episodes, "
+            f"latency p50 {record['latency_p50_ms']:.1f} ms"
+        )
+
+    def final_eval(self) -> dict[str, Any]:
+        """Both protocols, labelled: DP3's (mean of the 5 best periodic evaluations) and the
+        strict one (the final EMA weights over many fixed-seed episodes)."""
+        summary: dict[str, Any] = {
+            "task": self.config.task, "policy": self.config.policy, "preset": self.config.preset,
+            "seed": self.config.seed, "demos": self.config.demos, "epochs": self.epoch, "steps": self.step,
+            "dp3_protocol_success": dp3_protocol([e["success_rate"] for e in self.evaluations]),
+            "periodic_evaluations": self.evaluations,
+        }
+        if self.config.final_eval_episodes:
+            record, result = self.evaluate_ema(self.config.final_eval_episodes, "final.mp4")
+            result.save(self.run / "eval" / "final_episodes.json")
+            summary["strict_protocol"] = record
+            summary["strict_protocol_success"] = record["success_rate"]
+        (self.run / "final.json").write_text(json.dumps(summary, indent=1))
+        write_run_report(self.run)
+        return summary
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drops records logged after the checkpoint we resume from, so they are not doubled."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except json.JSONDecodeError:  # a line cut short when the run was killed
+            continue
+    path.write_text("".join(line + "\n" for line in kept))

@@ -1,0 +1,112 @@
+"""Training end to end on tiny data: each policy, kill-and-resume, and bad overrides."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from mp1.data.demos import DemoConfig, default_store_path, generate_demos
+from mp1.policies import Policy
+from mp1.train import Trainer, parse_overrides
+
+TINY = [
+    "model.unet.down_dims=[16,32,64]", "model.unet.time_embed_dim=16", "model.encoder.point_hidden_dims=[16,32]",
+    "batch_size=16", "threads=1", "demos=2", "video=false",
+]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demos")
+    generate_demos(["metaworld/button-press"], root, DemoConfig(episodes=2, steps_after_success=2))
+    return root
+
+
+@pytest.mark.parametrize("policy", ["mp1", "flowpolicy", "dp3"])
+def test_tiny_end_to_end_run(tmp_path, data_dir, policy):
+    config = parse_overrides(
+        TINY + [f"policy={policy}", f"data_dir={data_dir}", f"run_dir={tmp_path / 'run'}", "epochs=2",
+                "eval_every=1", "eval_episodes=1", "final_eval_episodes=1", "eval_max_steps=12"]
+    )
+    summary = Trainer(config).train()
+    run = tmp_path / "run"
+    for name in ("config.yaml", "metrics.jsonl", "final.json", "report.md", "learning_curve.png",
+                 "policy_latest.pt", "policy_best.pt", "checkpoints/latest.pt", "eval/final_episodes.json"):
+        assert (run / name).exists(), name
+    assert list((run / "tb").iterdir())
+    assert len(summary["periodic_evaluations"]) == 2
+    assert summary["strict_protocol"]["episodes"] == 1 and 0 <= summary["strict_protocol_success"] <= 1
+    assert "strict: final EMA checkpoint" in (run / "report.md").read_text()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if r["kind"] == "train"]
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) == summary["steps"]
+    loaded = Policy.load(run / "policy_latest.pt")
+    assert loaded.name == policy and loaded.config.state_dim == 9 and loaded.config.action_dim == 4
+
+
+def test_grad_clip_is_applied(tmp_path, data_dir):
+    config = parse_overrides(TINY + [f"data_dir={data_dir}", f"run_dir={tmp_path}", "epochs=1", "eval_every=0",
+                                     "final_eval_episodes=0", "grad_clip=0.5"])
+    Trainer(config).train()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all("grad_norm" in r for r in records if r["kind"] == "train")
+
+
+def train_command(data_dir, run_dir, epochs):
+    args = TINY + [f"data_dir={data_dir}", f"run_dir={run_dir}", f"epochs={epochs}", "eval_every=0",
+                   "final_eval_episodes=0", "seed=5"]
+    return [sys.executable, "-m", "mp1", "train", *args]
+
+
+def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path, data_dir):
+    epochs = 6
+    reference = subprocess.run(train_command(data_dir, tmp_path / "ref", epochs), capture_output=True, text=True, timeout=600)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+
+    run = tmp_path / "killed"
+    process = subprocess.Popen(train_command(data_dir, run, epochs), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = run / "checkpoints" / "latest.pt"
+    deadline = time.time() + 300
+    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run / "final.json").exists(), "the run finished before it could be killed"
+    interrupted_at = torch.load(checkpoint, weights_only=False)["epoch"]
+    assert 1 <= interrupted_at < epochs
+
+    resumed = subprocess.run(train_command(data_dir, run, epochs), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming {run} from epoch {interrupted_at}" in resumed.stdout
+
+    ref_state = torch.load(tmp_path / "ref" / "checkpoints" / "latest.pt", weights_only=False)
+    new_state = torch.load(checkpoint, weights_only=False)
+    assert new_state["step"] == ref_state["step"]
+    for key, value in ref_state["policy"].items():
+        torch.testing.assert_close(new_state["policy"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, ref_state["step"] + 1))  # nothing lost, nothing doubled
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("policy=dp4", "unknown policy 'dp4'"),
+        ("task=metaworld/button-pres", "unknown Meta-World task 'button-pres'"),
+        ("epochs=-3", "epochs must be at least 0"),
+        ("data_path=/nonexistent/demos.zarr", "data_path /nonexistent/demos.zarr does not exist"),
+        ("epochs=many", "epochs"),
+        ("colour=blue", "colour"),
+        ("model.unet.down_dims=7", "down_dims"),
+    ],
+)
+def test_bad_overrides_give_one_line_errors(tmp_path, override, message):
+    result = subprocess.run(
+        [sys.executable, "-m", "mp1", "train", override, f"run_dir={tmp_path}"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0
+    assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
