@@ -71,3 +71,17 @@ def test_cli_demos_and_viz(tmp_path):
     assert "Traceback" not in result.stderr
     result = run_cli("viz", str(tmp_path / "missing.zarr"), cwd=tmp_path)
     assert result.returncode != 0 and "no demonstration store" in result.stderr
+
+
+def test_adroit_demo_store(tmp_path, monkeypatch):
+    from test_adroit import RAW
+
+    from mp1.envs.adroit_experts import import_experts
+
+    monkeypatch.setenv("MP1_HOME", str(tmp_path / "home"))
+    import_experts(RAW)
+    generate_task_demos("adroit/door", tmp_path / "door.zarr", DemoConfig(episodes=1, steps_after_success=2))
+    store = load_store(tmp_path / "door.zarr", keys=KEYS)
+    assert store.attrs["success_min_steps"] == 25 and store.attrs["observation"]["image_size"] == 84
+    assert store.arrays["state"].shape[1] == 24 and store.arrays["action"].shape[1] == 28
+    assert store.arrays["point_cloud"].shape[1:] == (512, 3)

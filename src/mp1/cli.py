@@ -130,6 +130,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(f"per-episode results: {path}")
 
 
+def cmd_adroit_import_experts(args: argparse.Namespace) -> None:
+    from mp1.envs.adroit_experts import import_experts
+
+    for task, path in import_experts(Path(args.source), Path(args.dest) if args.dest else None).items():
+        print(f"{task:<8} -> {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mp1", description=mp1.__doc__)
     parser.add_argument("--version", action="version", version=f"mp1 {mp1.__version__}")
@@ -185,6 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="folder for results (default: <run>/eval)")
     evaluate.set_defaults(func=cmd_eval)
 
+    adroit = commands.add_parser("adroit", help="Adroit set-up").add_subparsers(dest="adroit", required=True, metavar="ACTION")
+    experts = adroit.add_parser(
+        "import-experts", help="convert the public DAPG expert policies (hand_dapg) into the cache the demos use"
+    )
+    experts.add_argument("source", help="a clone of aravindr93/hand_dapg, or a folder of its *-v0.pickle files")
+    experts.add_argument("--dest", help="cache folder (default: $MP1_HOME/experts or ~/.cache/mp1/experts)")
+    experts.set_defaults(func=cmd_adroit_import_experts)
+
     viz = commands.add_parser("viz", help="plot the point clouds of a demonstration episode")
     viz.add_argument("store", help="a demonstration store (.zarr)")
     viz.add_argument("--episode", type=int, default=0)
@@ -199,5 +214,5 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, DemoGenerationError, OmegaConfError) as error:
+    except (ValueError, FileNotFoundError, DemoGenerationError, OmegaConfError) as error:  # includes ExpertFileError
         sys.exit(f"mp1: error: {error}")

@@ -27,7 +27,7 @@ from mp1.envs import make_env
 from mp1.policies import Policy
 
 
-# DP3 evaluates Meta-World episodes of 200 steps.
+# DP3 evaluates episodes of 200 steps (Meta-World and Adroit).
 DP3_EPISODE_STEPS = 200
 
 
@@ -112,7 +112,8 @@ def run_episodes(
     policy: Policy, env_name: str, env_seeds: list[int], video_path: str | None = None, progress=None,
     env_kwargs: dict[str, Any] | None = None,
 ) -> tuple[list[bool], list[int], list[float]]:
-    """Runs one episode per env seed until success or the step limit."""
+    """Runs one episode per env seed until it counts as solved (`env.success_min_steps` steps
+    with success) or reaches the step limit."""
     env = make_env(env_name, seed=env_seeds[0] if env_seeds else 0, **(env_kwargs or {}))
     runner = PolicyRunner(policy)
     successes, lengths, frames = [], [], []
@@ -121,15 +122,15 @@ def run_episodes(
             obs, _ = env.reset(seed=env_seed)
             runner.reset()
             runner.generator.manual_seed(env_seed)
-            success, steps = False, 0
-            while not success:
+            successful_steps, steps = 0, 0
+            while successful_steps < env.success_min_steps:
                 if video_path and index == 0:
                     frames.append(env.render())
                 obs, _, terminated, truncated, info = env.step(runner.act(obs))
-                success, steps = bool(info["success"]), steps + 1
+                successful_steps, steps = successful_steps + bool(info["success"]), steps + 1
                 if terminated or truncated:
                     break
-            successes.append(success)
+            successes.append(successful_steps >= env.success_min_steps)
             lengths.append(steps)
             if progress:
                 progress(1)

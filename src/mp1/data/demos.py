@@ -4,8 +4,9 @@ write them as one DP3-layout store per task.
 Episodes are drawn from an environment seeded with `seed` (episode k is the k-th layout of
 that generator, see `mp1.envs`), so the same seed gives the same demos bit for bit. An
 episode counts as successful once the environment reports success on
-`min_success_steps` steps; it is then recorded for `steps_after_success` more steps (a policy
-needs little of what follows), or until the step limit.
+`env.success_min_steps` steps (Meta-World: 1, Adroit: 25); it is then recorded for
+`steps_after_success` more steps (a policy needs little of what follows), or until the step
+limit.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ class DemoConfig:
     num_points: int = 512
     use_rgb: bool = False
     save_images: bool = False
-    min_success_steps: int = 1
     steps_after_success: int = 10
     # Give up on a task after this many tries per wanted episode.
     max_attempts_per_episode: int = 5
@@ -70,7 +70,7 @@ def record_episode(env, config: DemoConfig) -> tuple[dict[str, np.ndarray], bool
         steps.append(step)
         obs, _, terminated, truncated, info = env.step(action)
         successes += bool(info["success"])
-        if since_success is None and successes >= config.min_success_steps:
+        if since_success is None and successes >= env.success_min_steps:
             since_success = 0
         elif since_success is not None:
             since_success += 1
@@ -79,7 +79,7 @@ def record_episode(env, config: DemoConfig) -> tuple[dict[str, np.ndarray], bool
     episode = {key: np.stack([s[key] for s in steps]) for key in steps[0]}
     for key in ("point_cloud", "state", "action", "full_state"):
         episode[key] = episode[key].astype(np.float32)
-    return episode, successes >= config.min_success_steps
+    return episode, successes >= env.success_min_steps
 
 
 def generate_task_demos(
@@ -113,7 +113,11 @@ def generate_task_demos(
             "attempts": attempts,
             "demo_config": asdict(config),
             "observation": observation_attrs(env),
-            "versions": {pkg: version(pkg) for pkg in ("mp1", "mujoco", "metaworld", "gymnasium", "numpy", "zarr")},
+            "success_min_steps": env.success_min_steps,
+            "versions": {
+                pkg: version(pkg)
+                for pkg in ("mp1", "mujoco", "metaworld", "gymnasium", "gymnasium-robotics", "numpy", "zarr")
+            },
         }
         write_store(path, kept, attrs)
         return DemoResult(env_name, str(path), len(kept), attempts, int(sum(len(e["action"]) for e in kept)))

@@ -20,27 +20,34 @@ def choose_gl_backend() -> str:
 
 choose_gl_backend()
 
-SUITES = ("metaworld",)
+SUITES = ("metaworld", "adroit")
 
 
 def make_env(name: str, seed: int = 0, **kwargs: Any) -> gym.Env:
-    """E.g. `make_env("metaworld/button-press", seed=0, num_points=512)`."""
+    """E.g. `make_env("metaworld/button-press", seed=0)` or `make_env("adroit/door", seed=0)`."""
     suite, _, task = name.partition("/")
     if suite == "metaworld" and task:
         from mp1.envs.metaworld import MetaWorldEnv
 
         return MetaWorldEnv(task, seed=seed, **kwargs)
+    if suite == "adroit" and task:
+        from mp1.envs.adroit import AdroitEnv
+
+        return AdroitEnv(task, seed=seed, **kwargs)
     raise ValueError(f"unknown environment {name!r}; expected '<suite>/<task>' with suite in {SUITES}")
 
 
 def task_sets() -> dict[str, list[str]]:
     """Named sets of environments: the benchmark, its difficulty groups, and whole suites."""
+    from mp1.envs.adroit import TASKS as ADROIT_TASKS
     from mp1.envs.metaworld import BENCHMARK_TASKS, TASKS
 
     sets = {group: [f"metaworld/{t}" for t in tasks] for group, tasks in BENCHMARK_TASKS.items()}
     sets["metaworld34"] = [name for group in BENCHMARK_TASKS.values() for name in (f"metaworld/{t}" for t in group)]
     sets["all34"] = sets["metaworld34"]
     sets["metaworld50"] = [f"metaworld/{t}" for t in TASKS]
+    sets["adroit3"] = [f"adroit/{t}" for t in ADROIT_TASKS]
+    sets["all37"] = sets["adroit3"] + sets["metaworld34"]
     return sets
 
 
@@ -57,6 +64,11 @@ def resolve_env_names(specs: list[str]) -> list[str]:
                 from mp1.envs.metaworld import canonical_task
 
                 name = f"metaworld/{canonical_task(task)}"
+            elif suite == "adroit":
+                from mp1.envs.adroit import TASKS as ADROIT_TASKS
+
+                if task not in ADROIT_TASKS:
+                    raise ValueError(f"unknown Adroit task {task!r}; valid tasks: {', '.join(ADROIT_TASKS)}")
             if name not in names:
                 names.append(name)
     return names

@@ -203,3 +203,18 @@ def mujoco_camera(
     pos = np.array(data.cam_xpos[cam_id], dtype=np.float64)
     rot = np.array(data.cam_xmat[cam_id], dtype=np.float64).reshape(3, 3)
     return pos, rot, float(model.cam_fovy[cam_id])
+
+
+def look_at_quat(pos: npt.ArrayLike, target: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """MuJoCo camera quaternion (w, x, y, z) looking from ``pos`` at ``target``, world +z up."""
+    import mujoco
+
+    forward = np.subtract(target, pos, dtype=np.float64)
+    forward /= np.linalg.norm(forward)
+    right = np.cross(forward, (0.0, 0.0, 1.0))
+    right /= np.linalg.norm(right)
+    up = np.cross(right, forward)
+    # "opengl" convention: x right, y up, looking along -z.
+    quat = np.empty(4)
+    mujoco.mju_mat2Quat(quat, np.stack([right, up, -forward], axis=1).reshape(-1))
+    return quat
