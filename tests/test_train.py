@@ -15,7 +15,7 @@ from mp1.train import Trainer, parse_overrides
 
 TINY = [
     "model.unet.down_dims=[16,32,64]", "model.unet.time_embed_dim=16", "model.encoder.point_hidden_dims=[16,32]",
-    "batch_size=16", "threads=1", "demos=2", "video=false",
+    "batch_size=16", "threads=1", "demos=2", "video=false", "checkpoint_every=1",
 ]
 
 
@@ -90,6 +90,14 @@ def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path, data_dir):
         torch.testing.assert_close(new_state["policy"][key], value, rtol=1e-5, atol=1e-6, msg=key)
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, ref_state["step"] + 1))  # nothing lost, nothing doubled
+
+
+def test_resume_refuses_a_different_config(tmp_path, data_dir):
+    base = TINY + [f"data_dir={data_dir}", f"run_dir={tmp_path}", "epochs=1", "eval_every=0", "final_eval_episodes=0"]
+    Trainer(parse_overrides(base)).train()
+    Trainer(parse_overrides(base + ["epochs=2"])).train()  # more epochs: a legitimate resume
+    with pytest.raises(ValueError, match="another config.*lr: 0.0001 -> 0.001"):
+        Trainer(parse_overrides(base + ["lr=1e-3"])).train()
 
 
 @pytest.mark.parametrize(

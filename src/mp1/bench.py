@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from mp1.policies import Policy, make_policy
+from mp1.policies import LinearNormalizer, Policy, make_policy
 
 LATENCY_POLICIES = ("mp1", "flowpolicy", "dp3")
 TRAINING_OBJECTIVES = ("mp1", "flowmatching", "flowpolicy", "dp3")
@@ -75,11 +75,20 @@ def random_obs(policy: Policy, batch: int, num_points: int, device: torch.device
     }
 
 
+def benchmark_policy(name: str, preset: str, device: torch.device) -> Policy:
+    """A freshly initialised policy with a normaliser fitted on uniform data (timing only)."""
+    torch.manual_seed(0)
+    policy = make_policy(name, preset=preset)
+    c = policy.config
+    dims = {"point_cloud": c.point_dim, "agent_pos": c.state_dim, "action": c.action_dim}
+    policy.set_normalizer(LinearNormalizer(dims).fit({key: np.random.rand(64, dim) for key, dim in dims.items()}))
+    return policy.to(device)
+
+
 def measure_latency(
     name: str, preset: str, device: torch.device, calls: int, warmup: int, num_points: int = 512
 ) -> LatencyResult:
-    torch.manual_seed(0)
-    policy = make_policy(name, preset=preset).to(device).eval()
+    policy = benchmark_policy(name, preset, device).eval()
     obs = random_obs(policy, 1, num_points, device)
     steps = policy.objective.sample_steps
 
@@ -100,8 +109,7 @@ def measure_latency(
 def measure_train_step(
     name: str, preset: str, device: torch.device, batch: int, steps: int, warmup: int = 2, num_points: int = 512
 ) -> TrainStepResult:
-    torch.manual_seed(0)
-    policy = make_policy(name, preset=preset).to(device).train()
+    policy = benchmark_policy(name, preset, device).train()
     optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-4)
     data = {
         "obs": random_obs(policy, batch, num_points, device),

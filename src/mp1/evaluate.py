@@ -180,8 +180,9 @@ def evaluate(
                     )
                     for i, shard in enumerate(shards)
                 ]
-                while any(not f.done() for f in pending):
-                    futures.wait(pending, timeout=0.5, return_when=futures.FIRST_COMPLETED)
+                running = set(pending)
+                while running:
+                    _, running = futures.wait(running, timeout=0.5, return_when=futures.FIRST_COMPLETED)
                     while not queue.empty():
                         bar.update(queue.get())
                 parts = [f.result() for f in pending]

@@ -10,7 +10,6 @@ and `policy_best.pt` (EMA weights), `eval/` results and videos, and `final.json`
 from __future__ import annotations
 
 import json
-import os
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -60,7 +59,7 @@ class TrainConfig:
     eval_max_steps: int = 200  # DP3's Meta-World episode length; 0: the environment's own limit
     eval_jobs: int = 1
     video: bool = True
-    checkpoint_every: int = 1  # epochs
+    checkpoint_every: int = 5  # epochs
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     device: str = "auto"
     # Overrides of the policy config, e.g. {"dispersive": {"weight": 0.0}} (CLI: model.dispersive.weight=0).
@@ -72,16 +71,25 @@ class TrainConfig:
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose from {sorted(PRESETS)}")
         resolve_env_names([self.task])
-        for name in ("epochs", "demos", "batch_size", "eval_episodes", "final_eval_episodes", "eval_jobs", "checkpoint_every"):
-            minimum = 0 if name in ("epochs", "final_eval_episodes") else 1
+        at_least_zero = ("epochs", "final_eval_episodes", "eval_every", "warmup_steps", "eval_max_steps")
+        for name in (*at_least_zero, "demos", "batch_size", "eval_episodes", "eval_jobs", "checkpoint_every"):
+            minimum = 0 if name in at_least_zero else 1
             if getattr(self, name) < minimum:
                 raise ValueError(f"{name} must be at least {minimum}, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.grad_clip < 0:
+            raise ValueError(f"grad_clip must be >= 0 (0 disables it), got {self.grad_clip}")
+        if not 0 < self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
     @property
     def run_path(self) -> Path:
-        return Path(self.run_dir or f"runs/{self.task.replace('/', '_')}/{self.policy}-{self.preset}-seed{self.seed}")
+        suffix = "-custom" if self.model else ""
+        name = f"{self.policy}{suffix}-{self.preset}-{self.demos}demos-seed{self.seed}"
+        return Path(self.run_dir or f"runs/{self.task.replace('/', '_')}/{name}")
 
 
 def parse_overrides(args: list[str], base: TrainConfig | None = None) -> TrainConfig:
@@ -113,6 +121,13 @@ def ensure_demos(config: TrainConfig) -> Path:
     return path
 
 
+# Settings that may differ when an interrupted run is resumed: they do not change what is learnt.
+RESUMABLE_CHANGES = frozenset(
+    {"epochs", "eval_every", "eval_episodes", "final_eval_episodes", "eval_jobs", "video", "checkpoint_every",
+     "threads", "device", "data_dir", "run_dir"}
+)
+
+
 class Trainer:
     def __init__(self, config: TrainConfig):
         from diffusers.optimization import get_cosine_schedule_with_warmup
@@ -132,6 +147,8 @@ class Trainer:
             ensure_demos(config), policy_config.horizon, policy_config.n_obs_steps, policy_config.n_action_steps,
             max_episodes=config.demos,
         )
+        if len(self.dataset.episodes) < config.demos:
+            raise ValueError(f"the demonstration store holds {len(self.dataset.episodes)} episodes; demos={config.demos}")
         sample = self.dataset[0]
         policy_config.action_dim = sample["action"].shape[-1]
         policy_config.state_dim = sample["obs"]["agent_pos"].shape[-1]
@@ -185,15 +202,26 @@ class Trainer:
 
     def load_checkpoint(self) -> None:
         # Our own checkpoint holds numpy and Python RNG states, which the weights-only loader refuses.
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        changed = {
+            key: (state["config"].get(key), value)
+            for key, value in asdict(self.config).items()
+            if key not in RESUMABLE_CHANGES and state["config"].get(key) != value
+        }
+        if changed:
+            details = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            raise ValueError(
+                f"{self.run} holds a run with another config ({details}); choose another run_dir or delete it"
+            )
         self.policy.load_state_dict(state["policy"])
+        self.ema_policy.load_state_dict(state["policy"])  # the normaliser of the checkpoint, too
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.step, self.evaluations = state["epoch"], state["step"], state["evaluations"]
         torch.set_rng_state(state["rng"]["torch"])
         if state["rng"]["cuda"]:
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
         self.loader_generator.set_state(state["rng"]["loader"])

@@ -49,6 +49,8 @@ class PointCloudDataset(Dataset):
                 for window in episode_windows(*store.episode_bounds(episode), horizon, n_obs_steps - 1, n_action_steps - 1)
             ]
         )
+        if len(self.windows) == 0:
+            raise ValueError(f"{path}: no window of horizon {horizon} fits the {split} episodes")
 
     def __len__(self) -> int:
         return len(self.windows)

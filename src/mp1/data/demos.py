@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 from tqdm import tqdm
 
-from mp1.data.store import write_store
+from mp1.data.store import load_store, write_store
 from mp1.envs import make_env
 
 
@@ -134,6 +134,16 @@ def observation_attrs(env) -> dict[str, Any]:
     return attrs
 
 
+def check_existing_store(path: Path, env_name: str, config: DemoConfig) -> None:
+    """An existing store is only reused if it was made for the same task with the same settings."""
+    attrs = load_store(path).attrs
+    if attrs.get("env") != env_name or attrs.get("demo_config") != asdict(config):
+        raise ValueError(
+            f"{path} exists but was made for {attrs.get('env')!r} with {attrs.get('demo_config')}; "
+            f"wanted {env_name!r} with {asdict(config)}: delete it or choose another path"
+        )
+
+
 def _worker(env_name: str, path: str, config: DemoConfig, queue) -> DemoResult:
     return generate_task_demos(env_name, path, config, progress=queue.put)
 
@@ -145,6 +155,9 @@ def generate_demos(
     """Generates demos for several tasks, `jobs` processes at a time, skipping tasks whose
     store already exists (stores appear only when complete, so a store is never partial)."""
     paths = paths or {name: default_store_path(out_dir, name, config) for name in env_names}
+    for name, path in paths.items():
+        if path.exists():
+            check_existing_store(path, name, config)
     results = [DemoResult(n, str(p), config.episodes, 0, 0, skipped=True) for n, p in paths.items() if p.exists()]
     todo = [name for name, path in paths.items() if not path.exists()]
     with tqdm(total=len(todo) * config.episodes, unit="demo", desc="expert demos") as bar:

@@ -57,7 +57,7 @@ class ConsistencyFlow:
 
     def sample(self, net: Net, noise: torch.Tensor, cond: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         steps = steps or self.sample_steps
-        times = torch.linspace(0.0, 1.0, steps + 1, device=noise.device)
+        times = torch.linspace(self.eps, 1.0, steps + 1, device=noise.device)  # training never sees t < eps
         x = noise
         for t_now, t_next in zip(times[:-1], times[1:]):
             t = t_now.expand(noise.shape[0])

@@ -37,6 +37,12 @@ class PolicyConfig:
                 f"n_obs_steps - 1 + n_action_steps = {self.n_obs_steps - 1 + self.n_action_steps} "
                 f"exceeds horizon {self.horizon}"
             )
+        if any(dim % self.unet.n_groups for dim in self.unet.down_dims):
+            raise ValueError(f"unet.down_dims {self.unet.down_dims} must be multiples of unet.n_groups={self.unet.n_groups}")
+        if self.unet.time_embed_dim < 4 or self.unet.time_embed_dim % 2:
+            raise ValueError(f"unet.time_embed_dim must be even and at least 4, got {self.unet.time_embed_dim}")
+        if any(not 0 <= level < len(self.unet.down_dims) for level in self.unet.feature_levels):
+            raise ValueError(f"unet.feature_levels {self.unet.feature_levels} must index unet.down_dims")
         if self.horizon % 2 ** (len(self.unet.down_dims) - 1):
             raise ValueError(f"horizon {self.horizon} must be divisible by 2^(len(unet.down_dims) - 1)")
 
@@ -48,6 +54,11 @@ class MP1Config(PolicyConfig):
     objective: MeanFlow = field(default_factory=MeanFlow)
     unet: UnetConfig = field(default_factory=lambda: UnetConfig(r_embedding="r"))
     dispersive: DispersiveLoss = field(default_factory=lambda: DispersiveLoss(weight=0.5))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.unet.r_embedding == "none":
+            raise ValueError("MeanFlow needs r: set unet.r_embedding to 'r' or 't_minus_r'")
 
 
 @dataclass

@@ -32,7 +32,10 @@ class Policy(nn.Module):
     def __init__(self, config: PolicyConfig):
         super().__init__()
         self.config = config
-        self.name = next(name for name, cls in POLICY_CONFIGS.items() if type(config) is cls)
+        names = [name for name, cls in POLICY_CONFIGS.items() if type(config) is cls]
+        if not names:
+            raise ValueError(f"{type(config).__name__} is not a policy config; use make_config()")
+        self.name = names[0]
         self.encoder = ObservationEncoder(config.encoder, config.point_dim, config.state_dim, config.n_obs_steps)
         self.unet = ConditionalUnet1D(config.action_dim, self.encoder.out_dim, config.unet)
         self.normalizer = LinearNormalizer(
@@ -51,6 +54,8 @@ class Policy(nn.Module):
         self.normalizer.load_state_dict(normalizer.state_dict())
 
     def encode(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        if not self.normalizer.fitted:
+            raise ValueError("the policy has no normaliser: call set_normalizer() with one fitted on the data")
         point_cloud = self.normalizer.normalize("point_cloud", obs["point_cloud"])
         agent_pos = self.normalizer.normalize("agent_pos", obs["agent_pos"])
         return self.encoder(point_cloud, agent_pos)
@@ -100,7 +105,7 @@ class Policy(nn.Module):
         if isinstance(value, np.ndarray):
             if not np.issubdtype(value.dtype, np.floating):
                 raise ValueError(f"{key!r} has dtype {value.dtype}; expected a floating dtype")
-            value = torch.from_numpy(value)
+            value = torch.from_numpy(np.ascontiguousarray(value))
         elif not isinstance(value, torch.Tensor):
             raise ValueError(f"{key!r} must be a numpy array or torch tensor, got {type(value).__name__}")
         elif not value.is_floating_point():
@@ -115,8 +120,11 @@ class Policy(nn.Module):
             raise ValueError(f"{key!r} contains NaN or inf")
         return value
 
-    def save(self, path: str | os.PathLike, ema: nn.Module | None = None, extra: dict[str, Any] | None = None) -> None:
-        """Writes config, normaliser, weights and (optionally) EMA weights to one file, atomically."""
+    def save(self, path: str | os.PathLike, ema: "Policy | None" = None, extra: dict[str, Any] | None = None) -> None:
+        """Writes config, normaliser, weights and (optionally) the weights of `ema`, a copy of
+        this policy holding the averaged weights, to one file, atomically."""
+        if ema is not None and not isinstance(ema, Policy):
+            raise ValueError(f"ema must be a Policy holding the averaged weights, got {type(ema).__name__}")
         payload = {
             "format": FILE_FORMAT,
             "format_version": FILE_FORMAT_VERSION,
