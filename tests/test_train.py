@@ -11,6 +11,7 @@ import torch
 
 from mp1.data.demos import DemoConfig, default_store_path, generate_demos
 from mp1.policies import Policy
+from mp1.policies.policy import read_policy_file
 from mp1.train import Trainer, parse_overrides
 
 TINY = [
@@ -46,6 +47,19 @@ def test_tiny_end_to_end_run(tmp_path, data_dir, policy):
     assert steps == list(range(1, len(steps) + 1)) and len(steps) == summary["steps"]
     loaded = Policy.load(run / "policy_latest.pt")
     assert loaded.name == policy and loaded.config.state_dim == 9 and loaded.config.action_dim == 4
+    extra = read_policy_file(run / "policy_latest.pt")["extra"]
+    assert extra["task"] == "metaworld/button-press"
+    assert extra["observation"]["num_points"] == 512 and extra["observation"]["use_rgb"] is False
+
+    if policy == "mp1":  # the eval command, with parallel rollouts
+        result = subprocess.run(
+            [sys.executable, "-m", "mp1", "eval", str(run), "--episodes", "3", "--max-steps", "8", "--jobs", "2"],
+            capture_output=True, text=True, timeout=600,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "strict protocol" in result.stdout and "over 3 episodes" in result.stdout
+        saved = json.loads((run / "eval" / "eval_seed1000_3ep.json").read_text())
+        assert [e["env_seed"] for e in saved["per_episode"]] == [1000, 1001, 1002]
 
 
 def test_grad_clip_is_applied(tmp_path, data_dir):
@@ -118,3 +132,20 @@ def test_bad_overrides_give_one_line_errors(tmp_path, override, message):
     )
     assert result.returncode != 0
     assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_adroit_trains_and_evaluates_with_no_other_change(tmp_path, monkeypatch):
+    from test_adroit import RAW
+
+    from mp1.envs.adroit_experts import import_experts
+
+    monkeypatch.setenv("MP1_HOME", str(tmp_path / "home"))
+    import_experts(RAW)
+    config = parse_overrides(
+        TINY + ["task=adroit/hammer", "demos=1", f"data_dir={tmp_path / 'demos'}", f"run_dir={tmp_path / 'run'}",
+                "epochs=1", "eval_every=0", "final_eval_episodes=1", "eval_max_steps=5"]
+    )
+    summary = Trainer(config).train()
+    assert summary["strict_protocol"]["episodes"] == 1
+    policy = Policy.load(tmp_path / "run" / "policy_latest.pt")
+    assert policy.config.state_dim == 24 and policy.config.action_dim == 26

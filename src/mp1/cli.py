@@ -112,12 +112,16 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     target = Path(args.target)
     policy_path = target / "policy_latest.pt" if target.is_dir() else target
-    task = args.task or read_policy_file(policy_path)["extra"].get("task")
+    extra = read_policy_file(policy_path)["extra"]
+    task = args.task or extra.get("task")
     if not task:
         raise ValueError(f"{policy_path} does not record its task; pass --task")
     out_dir = Path(args.out or (target if target.is_dir() else target.parent) / "eval")
     video = str(out_dir / f"eval_seed{args.seed}.mp4") if args.video else None
-    result = evaluate(policy_path, task, args.episodes, args.seed, args.jobs, video, args.max_steps)
+    result = evaluate(
+        policy_path, task, args.episodes, args.seed, args.jobs, video, args.max_steps,
+        observation=extra.get("observation"),
+    )
     result.extra = {"policy_file": str(policy_path), "protocol": "strict: one checkpoint, fixed-seed episodes"}
     path = out_dir / f"eval_seed{args.seed}_{args.episodes}ep.json"
     result.save(path)

@@ -155,9 +155,14 @@ def _worker(
 def evaluate(
     policy: Policy | str | os.PathLike, env_name: str, episodes: int = 100, seed: int = 1000, jobs: int = 1,
     video_path: str | None = None, max_episode_steps: int | None = DP3_EPISODE_STEPS, show_progress: bool = True,
+    observation: dict[str, Any] | None = None,
 ) -> EvalResult:
-    """Success rate of a policy (object, or policy file for `jobs > 1`) over seeded episodes."""
-    env_kwargs = {"max_episode_steps": max_episode_steps} if max_episode_steps else {}
+    """Success rate of a policy (object, or policy file for `jobs > 1`) over seeded episodes.
+    `observation` holds the environment settings the training data was recorded with (point
+    count, colour, crop box; see `observation_settings`), so that the policy sees the same."""
+    env_kwargs = dict(observation or {})
+    if max_episode_steps:
+        env_kwargs["max_episode_steps"] = max_episode_steps
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
     seeds = [seed + i for i in range(episodes)]
@@ -197,6 +202,17 @@ def evaluate(
         env_name, episodes, seed, successes, lengths,
         float(np.median(latencies)), float(np.percentile(latencies, 99)), device,
     )
+
+
+def observation_settings(store_attrs: dict[str, Any], point_cloud_shape: tuple[int, ...]) -> dict[str, Any]:
+    """Environment settings that reproduce a store's observations: point count and colour from
+    the data itself (so stores made by DP3's scripts work too), the crop box when recorded."""
+    settings: dict[str, Any] = {"num_points": int(point_cloud_shape[1]), "use_rgb": point_cloud_shape[2] == 6}
+    recorded = store_attrs.get("observation", {})
+    for key in ("crop_low", "crop_high"):
+        if key in recorded:
+            settings[key] = tuple(recorded[key])
+    return settings
 
 
 def dp3_protocol(periodic_success_rates: list[float], top: int = 5) -> float:

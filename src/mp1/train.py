@@ -24,7 +24,7 @@ from tqdm import tqdm
 from mp1.data import PointCloudDataset
 from mp1.data.demos import DemoConfig, default_store_path, generate_demos
 from mp1.envs import resolve_env_names
-from mp1.evaluate import EvalResult, dp3_protocol, evaluate
+from mp1.evaluate import EvalResult, dp3_protocol, evaluate, observation_settings
 from mp1.policies import POLICY_NAMES, PRESETS, Policy, make_config
 from mp1.policies.policy import atomic_torch_save
 from mp1.report import write_run_report
@@ -150,6 +150,7 @@ class Trainer:
         if len(self.dataset.episodes) < config.demos:
             raise ValueError(f"the demonstration store holds {len(self.dataset.episodes)} episodes; demos={config.demos}")
         sample = self.dataset[0]
+        self.observation = observation_settings(self.dataset.attrs, self.dataset.point_cloud.shape)
         policy_config.action_dim = sample["action"].shape[-1]
         policy_config.state_dim = sample["obs"]["agent_pos"].shape[-1]
         policy_config.point_dim = sample["obs"]["point_cloud"].shape[-1]
@@ -228,7 +229,10 @@ class Trainer:
 
     def policy_extra(self, **more: Any) -> dict[str, Any]:
         """What a policy file records about its origin (eval reads the task from it)."""
-        return {"task": self.config.task, "epoch": self.epoch, "step": self.step, "seed": self.config.seed, **more}
+        return {
+            "task": self.config.task, "observation": self.observation, "epoch": self.epoch, "step": self.step,
+            "seed": self.config.seed, **more,
+        }
 
     # --- logging -----------------------------------------------------------------------------
 
@@ -298,7 +302,8 @@ class Trainer:
         else:
             jobs, policy = 1, self.ema_policy
         result = evaluate(
-            policy, self.config.task, episodes, self.config.eval_seed, jobs, video, self.config.eval_max_steps
+            policy, self.config.task, episodes, self.config.eval_seed, jobs, video, self.config.eval_max_steps,
+            observation=self.observation,
         )
         return {"epoch": self.epoch, "step": self.step, **result.summary()}, result
 

@@ -36,6 +36,7 @@ class PointCloudDataset(Dataset):
         smaller few-shot sets are subsets of larger ones."""
         store = load_store(path)
         self.horizon, self.n_obs_steps = horizon, n_obs_steps
+        self.attrs = store.attrs
         self.episodes = split_episodes(store.num_episodes, split, val_ratio, max_episodes, seed)
         if not self.episodes:
             raise ValueError(f"{path}: the {split} split is empty ({store.num_episodes} episodes, val_ratio={val_ratio})")
