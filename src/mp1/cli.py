@@ -141,6 +141,12 @@ def cmd_adroit_import_experts(args: argparse.Namespace) -> None:
         print(f"{task:<8} -> {path}")
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from mp1.report import write_sweep_report
+
+    print(f"wrote {write_sweep_report(args.root, args.out)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mp1", description=mp1.__doc__)
     parser.add_argument("--version", action="version", version=f"mp1 {mp1.__version__}")
@@ -203,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     experts.add_argument("source", help="a clone of aravindr93/hand_dapg, or a folder of its *-v0.pickle files")
     experts.add_argument("--dest", help="cache folder (default: $MP1_HOME/experts or ~/.cache/mp1/experts)")
     experts.set_defaults(func=cmd_adroit_import_experts)
+
+    report = commands.add_parser("report", help="tables (markdown, CSV) and plots over all finished runs in a folder")
+    report.add_argument("root", help="a folder holding run folders (any depth)")
+    report.add_argument("--out", help="output folder (default: ROOT)")
+    report.set_defaults(func=cmd_report)
 
     viz = commands.add_parser("viz", help="plot the point clouds of a demonstration episode")
     viz.add_argument("store", help="a demonstration store (.zarr)")
