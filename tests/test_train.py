@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from mp1.data.demos import DemoConfig, default_store_path, generate_demos
+from mp1.data.demos import DemoConfig, generate_demos
 from mp1.policies import Policy
 from mp1.policies.policy import read_policy_file
 from mp1.train import Trainer, parse_overrides

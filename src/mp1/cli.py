@@ -7,9 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-import mp1
 from omegaconf.errors import OmegaConfBaseException as OmegaConfError
 
+import mp1
 from mp1.data.demos import DemoGenerationError
 
 

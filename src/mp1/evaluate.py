@@ -26,7 +26,6 @@ from tqdm import tqdm
 from mp1.envs import make_env
 from mp1.policies import Policy
 
-
 # DP3 evaluates episodes of 200 steps (Meta-World and Adroit).
 DP3_EPISODE_STEPS = 200
 

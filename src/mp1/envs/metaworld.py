@@ -40,6 +40,7 @@ first reset of a fresh ``MetaWorldEnv(task, seed=s)``.
 from __future__ import annotations
 
 import warnings
+
 import gymnasium as gym
 import numpy as np
 import numpy.typing as npt
