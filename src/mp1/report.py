@@ -91,13 +91,42 @@ def collect_runs(root: str | Path) -> list[dict]:
         final = json.loads(path.read_text())
         strict = final.get("strict_protocol", {})
         rows.append({
-            "run": str(path.parent), "task": final["task"], "policy": final["policy"], "preset": final["preset"],
+            "run": str(path.parent), "task": final["task"], "policy": variant_name(final["policy"], run_overrides(path)),
+            "preset": final["preset"],
             "seed": final["seed"], "demos": final["demos"], "steps": final["steps"],
             "strict": final.get("strict_protocol_success", float("nan")), "episodes": strict.get("episodes", 0),
             "dp3": final["dp3_protocol_success"], "latency_p50_ms": strict.get("latency_p50_ms", float("nan")),
             "device": strict.get("device", ""),
         })
     return rows
+
+
+def run_overrides(final_path: Path) -> dict:
+    """The policy-config overrides of a run (from final.json, or the run's config.yaml)."""
+    final = json.loads(final_path.read_text())
+    if "model" in final:
+        return final["model"]
+    config = final_path.parent / "config.yaml"
+    if config.exists():
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(OmegaConf.load(config)).get("model", {})
+    return {}
+
+
+def variant_name(policy: str, overrides: dict) -> str:
+    """`mp1`, or `mp1[dispersive.weight=0.0]` for a run with policy overrides: ablations get their own column."""
+    flat: list[str] = []
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}{key}.", inner)
+        else:
+            flat.append(f"{prefix[:-1]}={value}")
+
+    walk("", overrides)
+    return f"{policy}[{','.join(flat)}]" if flat else policy
 
 
 def task_group(task: str) -> str:
@@ -125,7 +154,8 @@ def write_sweep_report(root: str | Path, out_dir: str | Path | None = None) -> P
         writer.writerows(rows)
 
     order = list(PUBLISHED)
-    policies = sorted({r["policy"] for r in rows}, key=lambda p: (order.index(p) if p in order else len(order), p))
+    rank = lambda p: (order.index(p.split("[")[0]) if p.split("[")[0] in order else len(order), p)
+    policies = sorted({r["policy"] for r in rows}, key=rank)
     tasks = sorted({r["task"] for r in rows}, key=lambda t: (task_group(t), t))
     cell = lambda values: "–" if not values else (
         f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f} (n={len(values)})"
@@ -149,7 +179,7 @@ def write_sweep_report(root: str | Path, out_dir: str | Path | None = None) -> P
     lines += ["", "| policy | published success (37 tasks, DP3 protocol) | published latency (RTX 4090) | "
               "measured latency p50 | device |", "| --- | --- | --- | --- | --- |"]
     for p in policies:
-        published = PUBLISHED.get(p)
+        published = PUBLISHED.get(p) if "[" not in p else None
         success = f"{100 * published['success']:.1f}%" if published else "–"
         latency = f"{published['latency_ms']} ms" if published else "–"
         devices = ", ".join(sorted(set(pick("device", policy=p))))

@@ -138,8 +138,8 @@ class Trainer:
         self.run = config.run_path
         if config.threads:
             torch.set_num_threads(config.threads)
-        self.device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
-                                   ("cpu" if config.device == "auto" else config.device))
+        auto = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(auto if config.device == "auto" else config.device)
         seed_everything(config.seed)
 
         policy_config = make_config(config.policy, config.preset, config.model)
@@ -324,7 +324,8 @@ class Trainer:
         strict one (the final EMA weights over many fixed-seed episodes)."""
         summary: dict[str, Any] = {
             "task": self.config.task, "policy": self.config.policy, "preset": self.config.preset,
-            "seed": self.config.seed, "demos": self.config.demos, "epochs": self.epoch, "steps": self.step,
+            "seed": self.config.seed, "demos": self.config.demos, "model": self.config.model,
+            "epochs": self.epoch, "steps": self.step,
             "dp3_protocol_success": dp3_protocol([e["success_rate"] for e in self.evaluations]),
             "periodic_evaluations": self.evaluations,
         }
