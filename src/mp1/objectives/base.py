@@ -44,3 +44,16 @@ def add_feature_loss(
 
 def logit_normal(batch: int, mean: float, std: float, device: torch.device) -> torch.Tensor:
     return torch.sigmoid(mean + std * torch.randn(batch, device=device))
+
+
+def walk_noise_to_data(net: Net, noise: torch.Tensor, cond: torch.Tensor, steps: int, mean_velocity: bool) -> torch.Tensor:
+    """Steps z from t=1 (noise) to t=0 (data): `z <- z - (t - t_next) u`, with u the average
+    velocity over [t_next, t] (MeanFlow: `u(z, t_next, t)`) or the instantaneous one (flow
+    matching's Euler step: `u(z, t, t)`)."""
+    times = torch.linspace(1.0, 0.0, steps + 1, device=noise.device)
+    z = noise
+    for t_now, t_next in zip(times[:-1], times[1:]):
+        t = t_now.expand(noise.shape[0])
+        r = t_next.expand(noise.shape[0]) if mean_velocity else t
+        z = z - (t_now - t_next) * prediction(net(z, r, t, cond))
+    return z

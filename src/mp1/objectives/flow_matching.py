@@ -8,7 +8,15 @@ from dataclasses import dataclass
 
 import torch
 
-from mp1.objectives.base import FeatureLoss, Net, add_feature_loss, logit_normal, per_sample, prediction, split_output
+from mp1.objectives.base import (
+    FeatureLoss,
+    Net,
+    add_feature_loss,
+    logit_normal,
+    per_sample,
+    split_output,
+    walk_noise_to_data,
+)
 
 
 @dataclass
@@ -31,10 +39,4 @@ class FlowMatching:
         return loss, info
 
     def sample(self, net: Net, noise: torch.Tensor, cond: torch.Tensor, steps: int | None = None) -> torch.Tensor:
-        steps = steps or self.sample_steps
-        times = torch.linspace(1.0, 0.0, steps + 1, device=noise.device)
-        z = noise
-        for t_now, t_next in zip(times[:-1], times[1:]):
-            t = t_now.expand(noise.shape[0])
-            z = z - (t_now - t_next) * prediction(net(z, t, t, cond))
-        return z
+        return walk_noise_to_data(net, noise, cond, steps or self.sample_steps, mean_velocity=False)

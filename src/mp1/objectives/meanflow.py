@@ -18,7 +18,16 @@ from typing import Literal
 
 import torch
 
-from mp1.objectives.base import FeatureLoss, Net, add_feature_loss, logit_normal, per_sample, prediction, split_output
+from mp1.objectives.base import (
+    FeatureLoss,
+    Net,
+    add_feature_loss,
+    logit_normal,
+    per_sample,
+    prediction,
+    split_output,
+    walk_noise_to_data,
+)
 
 
 @dataclass
@@ -118,14 +127,7 @@ class MeanFlow:
         return loss, info
 
     def sample(self, net: Net, noise: torch.Tensor, cond: torch.Tensor, steps: int | None = None) -> torch.Tensor:
-        steps = steps or self.sample_steps
-        times = torch.linspace(1.0, 0.0, steps + 1, device=noise.device)
-        z = noise
-        for t_now, t_next in zip(times[:-1], times[1:]):
-            t = t_now.expand(noise.shape[0])
-            r = t_next.expand(noise.shape[0])
-            z = z - (t_now - t_next) * prediction(net(z, r, t, cond))
-        return z
+        return walk_noise_to_data(net, noise, cond, steps or self.sample_steps, mean_velocity=True)
 
 
 MEANFLOW_PRESETS: dict[str, dict] = {
