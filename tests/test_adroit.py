@@ -9,7 +9,7 @@ import os
 import pickle
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import gymnasium as gym
@@ -56,17 +56,8 @@ def expert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def make_env() -> Iterator[Callable[..., AdroitEnv]]:
-    """Factory that closes every environment it built (frees the GL contexts)."""
-    envs: list[AdroitEnv] = []
-
-    def make(task: str = "door", seed: int = 0, **kwargs) -> AdroitEnv:
-        envs.append(AdroitEnv(task, seed=seed, **kwargs))
-        return envs[-1]
-
-    yield make
-    for env in envs:
-        env.close()
+def make_env(env_closer) -> Callable[..., AdroitEnv]:
+    return lambda task="door", seed=0, **kwargs: env_closer(AdroitEnv(task, seed=seed, **kwargs))
 
 
 class _Reduce:

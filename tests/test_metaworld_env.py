@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -11,17 +11,8 @@ from mp1.envs.metaworld import BENCHMARK_TASKS, TASKS, MetaWorldEnv, default_cro
 
 
 @pytest.fixture
-def make_env() -> Iterator[Callable[..., MetaWorldEnv]]:
-    """Factory that closes every environment it built (frees the GL contexts)."""
-    envs: list[MetaWorldEnv] = []
-
-    def make(task: str = "button-press", seed: int = 0, **kwargs) -> MetaWorldEnv:
-        envs.append(MetaWorldEnv(task, seed=seed, **kwargs))
-        return envs[-1]
-
-    yield make
-    for env in envs:
-        env.close()
+def make_env(env_closer) -> Callable[..., MetaWorldEnv]:
+    return lambda task="button-press", seed=0, **kwargs: env_closer(MetaWorldEnv(task, seed=seed, **kwargs))
 
 
 def _rollout(env: MetaWorldEnv, steps: int, **reset_kwargs) -> list[dict[str, np.ndarray]]:

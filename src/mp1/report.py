@@ -91,7 +91,7 @@ def collect_runs(root: str | Path) -> list[dict]:
         final = json.loads(path.read_text())
         strict = final.get("strict_protocol", {})
         rows.append({
-            "run": str(path.parent), "task": final["task"], "policy": variant_name(final["policy"], run_overrides(path)),
+            "run": str(path.parent), "task": final["task"], "policy": variant_name(final["policy"], run_overrides(final, path.parent)),
             "preset": final["preset"],
             "seed": final["seed"], "demos": final["demos"], "steps": final["steps"],
             "strict": final.get("strict_protocol_success", float("nan")), "episodes": strict.get("episodes", 0),
@@ -101,12 +101,11 @@ def collect_runs(root: str | Path) -> list[dict]:
     return rows
 
 
-def run_overrides(final_path: Path) -> dict:
-    """The policy-config overrides of a run (from final.json, or the run's config.yaml)."""
-    final = json.loads(final_path.read_text())
+def run_overrides(final: dict, run: Path) -> dict:
+    """The policy-config overrides of a run (from its final.json, or its config.yaml)."""
     if "model" in final:
         return final["model"]
-    config = final_path.parent / "config.yaml"
+    config = run / "config.yaml"
     if config.exists():
         from omegaconf import OmegaConf
 

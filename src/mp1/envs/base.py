@@ -40,7 +40,6 @@ class PointCloudEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     ) -> None:
         self._env = inner
         self.task = task
-        self.layout_seed = seed
         self.num_points = num_points
         self.image_size = image_size
         self.camera = camera
