@@ -5,13 +5,14 @@ import pytest
 from mp1.report import collect_runs, write_sweep_report
 
 
-def fake_run(root, task, policy, seed, strict, dp3, model=None):
-    run = root / task.replace("/", "_") / f"{policy}{'-custom' if model else ''}-seed{seed}"
+def fake_run(root, task, policy, seed, strict, dp3, model=None, demos=10, folder=None):
+    run = root / task.replace("/", "_") / (folder or f"{policy}{'-custom' if model else ''}-seed{seed}")
     run.mkdir(parents=True)
     final = {
-        "task": task, "policy": policy, "preset": "cpu", "seed": seed, "demos": 10, "epochs": 1, "steps": 8,
-        "model": model or {},
-        "dp3_protocol_success": dp3, "periodic_evaluations": [], "strict_protocol_success": strict,
+        "task": task, "policy": policy, "preset": "cpu", "seed": seed, "demos": demos, "epochs": 1, "steps": 8,
+        "model": model or {}, "dp3_protocol_success": dp3,
+        "periodic_evaluations": [{"step": 4, "success_rate": dp3 / 2}, {"step": 8, "success_rate": dp3}],
+        "strict_protocol_success": strict,
         "strict_protocol": {"episodes": 50, "latency_p50_ms": 7.0 if policy == "mp1" else 60.0, "device": "cpu"},
     }
     (run / "final.json").write_text(json.dumps(final))
@@ -34,5 +35,21 @@ def test_sweep_report(tmp_path):
     text = write_sweep_report(tmp_path).read_text()  # an ablation is its own column, not mixed into mp1
     assert "mp1[dispersive.weight=0.0] strict" in text
     assert "| metaworld/push | hard | 50.0 ± 0.0 (n=2) | 50.0 ± 0.0 (n=2) | 90.0 ± 0.0 (n=1)" in text
+    assert (tmp_path / "learning_curves.png").stat().st_size > 5000 and not (tmp_path / "few_shot.png").exists()
     with pytest.raises(ValueError, match="no finished runs"):
         write_sweep_report(tmp_path / "empty")
+
+
+def test_sweep_report_few_shot_and_swept_settings(tmp_path):
+    """Runs with other demo counts become few-shot columns; a swept training setting (a
+    `key=value` folder level written by mp1 sweep) is a variant of its own, seeds are not."""
+    for seed in (0, 1):
+        for demos, strict in ((2, 0.2), (10, 0.6)):
+            fake_run(tmp_path, "metaworld/push", "mp1", seed, strict + seed / 10, 0.5, demos=demos,
+                     folder=f"policy=mp1/demos={demos}/seed={seed}")
+        fake_run(tmp_path, "metaworld/push", "mp1", seed, 0.9, 0.9, demos=10, folder=f"policy=mp1/demos=10/lr=0.001/seed={seed}")
+    text = write_sweep_report(tmp_path).read_text()
+    assert "| mp1 (2 demos) strict | mp1 (2 demos) DP3 | mp1 (10 demos) strict |" in text
+    assert "mp1[lr=0.001] (10 demos) strict" in text
+    assert "| mp1 | 25.0 ± 0.0 (n=1) | 65.0 ± 0.0 (n=1) |" in text  # few-shot table: mean over seeds, then tasks
+    assert (tmp_path / "few_shot.png").stat().st_size > 5000

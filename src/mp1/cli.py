@@ -7,10 +7,12 @@ import json
 import sys
 from pathlib import Path
 
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException as OmegaConfError
 
 import mp1
 from mp1.data.demos import DemoGenerationError
+from mp1.sweep import SweepError
 
 
 def cmd_toy(args: argparse.Namespace) -> None:
@@ -147,6 +149,13 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"wrote {write_sweep_report(args.root, args.out)}")
 
 
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from mp1.sweep import sweep
+
+    options = dict(OmegaConf.to_container(OmegaConf.from_dotlist(args.slurm)))
+    print(f"wrote {sweep(args.overrides, args.dir, args.launcher, args.jobs, options)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mp1", description=mp1.__doc__)
     parser.add_argument("--version", action="version", version=f"mp1 {mp1.__version__}")
@@ -210,6 +219,23 @@ def build_parser() -> argparse.ArgumentParser:
     experts.add_argument("--dest", help="cache folder (default: $MP1_HOME/experts or ~/.cache/mp1/experts)")
     experts.set_defaults(func=cmd_adroit_import_experts)
 
+    sweep = commands.add_parser(
+        "sweep", help="train and evaluate many runs: mp1 sweep policy=mp1,flowpolicy,dp3 task=cpu-suite seed=0,1",
+        description="Arguments are mp1 train's key=value overrides; comma-separated values (Hydra's sweep syntax, "
+        "are swept as a cartesian product; task= accepts set names (cpu-suite, easy, adroit3, all37, ...). "
+        "Runs go to joblib's process pool (--launcher local) or to SLURM through submitit (--launcher slurm). "
+        "Finished runs are skipped and interrupted ones resume; the report is written at the end.",
+    )
+    sweep.add_argument("overrides", nargs="*", help="key=value or key=v1,v2,...")
+    sweep.add_argument("--dir", required=True, help="sweep folder: one sub-folder per run, report.md at the top")
+    sweep.add_argument("--launcher", default="local", choices=["local", "slurm", "submitit-local"])
+    sweep.add_argument("--jobs", type=int, default=1, help="runs at a time; locally the CPU threads are split among them")
+    sweep.add_argument(
+        "--slurm", action="append", default=[], metavar="KEY=VALUE",
+        help="submitit executor parameter, e.g. --slurm slurm_partition=gpu --slurm timeout_min=240 --slurm gpus_per_node=1",
+    )
+    sweep.set_defaults(func=cmd_sweep)
+
     report = commands.add_parser("report", help="tables (markdown, CSV) and plots over all finished runs in a folder")
     report.add_argument("root", help="a folder holding run folders (any depth)")
     report.add_argument("--out", help="output folder (default: ROOT)")
@@ -229,5 +255,5 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, DemoGenerationError, OmegaConfError) as error:  # includes ExpertFileError
+    except (ValueError, FileNotFoundError, DemoGenerationError, OmegaConfError, SweepError) as error:  # and ExpertFileError
         sys.exit(f"mp1: error: {error}")

@@ -84,19 +84,31 @@ PUBLISHED = {
 }
 
 
+# Folder levels `key=value` written by `mp1 sweep` that are not variants of a method.
+NOT_A_VARIANT = ("task", "policy", "seed", "demos")
+
+
 def collect_runs(root: str | Path) -> list[dict]:
-    """One row per finished run (a folder with final.json) below `root`."""
+    """One row per finished run (a folder with final.json) below `root`. A run's variant is its
+    policy plus its policy-config overrides and any other setting a sweep varied (its folder's
+    `key=value` levels), so ablations and settings never average into the plain method."""
+    root = Path(root)
     rows = []
-    for path in sorted(Path(root).rglob("final.json")):
+    for path in sorted(root.rglob("final.json")):
         final = json.loads(path.read_text())
         strict = final.get("strict_protocol", {})
+        swept = [
+            part for part in path.parent.relative_to(root).parts
+            if "=" in part and not part.startswith(("model.", *(f"{key}=" for key in NOT_A_VARIANT)))
+        ]
         rows.append({
-            "run": str(path.parent), "task": final["task"], "policy": variant_name(final["policy"], run_overrides(final, path.parent)),
-            "preset": final["preset"],
-            "seed": final["seed"], "demos": final["demos"], "steps": final["steps"],
+            "run": str(path.parent), "task": final["task"],
+            "policy": variant_name(final["policy"], run_overrides(final, path.parent), swept),
+            "preset": final["preset"], "seed": final["seed"], "demos": final["demos"], "steps": final["steps"],
             "strict": final.get("strict_protocol_success", float("nan")), "episodes": strict.get("episodes", 0),
-            "dp3": final["dp3_protocol_success"], "latency_p50_ms": strict.get("latency_p50_ms", float("nan")),
-            "device": strict.get("device", ""),
+            "dp3": final["dp3_protocol_success"] if final["periodic_evaluations"] else float("nan"),
+            "latency_p50_ms": strict.get("latency_p50_ms", float("nan")), "device": strict.get("device", ""),
+            "curve": [(e["step"], e["success_rate"]) for e in final["periodic_evaluations"]],
         })
     return rows
 
@@ -113,8 +125,8 @@ def run_overrides(final: dict, run: Path) -> dict:
     return {}
 
 
-def variant_name(policy: str, overrides: dict) -> str:
-    """`mp1`, or `mp1[dispersive.weight=0.0]` for a run with policy overrides: ablations get their own column."""
+def variant_name(policy: str, overrides: dict, settings: list[str] = ()) -> str:
+    """`mp1`, or `mp1[dispersive.weight=0.0,lr=0.0003]` for a run with overrides or swept settings."""
     flat: list[str] = []
 
     def walk(prefix: str, value) -> None:
@@ -125,6 +137,7 @@ def variant_name(policy: str, overrides: dict) -> str:
             flat.append(f"{prefix[:-1]}={value}")
 
     walk("", overrides)
+    flat += settings
     return f"{policy}[{','.join(flat)}]" if flat else policy
 
 
@@ -137,9 +150,20 @@ def task_group(task: str) -> str:
     return next((group.replace("_", " ") for group, tasks in BENCHMARK_TASKS.items() if name in tasks), "other")
 
 
+def mean_or_nan(values: list[float]) -> float:
+    values = [v for v in values if not np.isnan(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def cell(values: list[float]) -> str:
+    values = [v for v in values if not np.isnan(v)]
+    return f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f} (n={len(values)})" if values else "–"
+
+
 def write_sweep_report(root: str | Path, out_dir: str | Path | None = None) -> Path:
-    """Markdown table (per task: mean ± std over seeds; per difficulty group; overall; both
-    protocols, labelled; published numbers beside), a CSV of all runs, and plots."""
+    """Markdown tables (per task: mean ± std over seeds; per difficulty group; overall; both
+    protocols, labelled; published numbers beside; a few-shot table when demo counts vary), a
+    CSV of all runs, and plots: per-task bars, success vs latency, learning curves, few-shot."""
     import csv
 
     rows = collect_runs(root)
@@ -148,57 +172,110 @@ def write_sweep_report(root: str | Path, out_dir: str | Path | None = None) -> P
     out_dir = Path(out_dir or root)
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "runs.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k != "curve"], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 
-    order = list(PUBLISHED)
-    rank = lambda p: (order.index(p.split("[")[0]) if p.split("[")[0] in order else len(order), p)
-    policies = sorted({r["policy"] for r in rows}, key=rank)
+    few_shot = len({r["demos"] for r in rows}) > 1
+    for r in rows:  # the column a run belongs to
+        r["label"] = f"{r['policy']} ({r['demos']} demos)" if few_shot else r["policy"]
+    def method_order(row: dict) -> tuple:
+        base = row["policy"].split("[")[0]
+        return (list(PUBLISHED).index(base) if base in PUBLISHED else len(PUBLISHED), row["policy"], row["demos"])
+
+    ordered = sorted(rows, key=method_order)
+    labels = list(dict.fromkeys(r["label"] for r in ordered))
     tasks = sorted({r["task"] for r in rows}, key=lambda t: (task_group(t), t))
-    cell = lambda values: "–" if not values else (
-        f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f} (n={len(values)})"
-    )
     pick = lambda key, **match: [r[key] for r in rows if all(r[k] == v for k, v in match.items())]
-    lines = [f"# Sweep report: {root}", "", "Success in %, mean ± std over seeds (n = runs; in group rows over tasks, n = tasks). **strict**: final EMA "
-             "checkpoint on fixed-seed episodes. **DP3**: mean of the 5 best periodic evaluations (optimistic).", ""]
-    header = "| task | group | " + " | ".join(f"{p} strict | {p} DP3" for p in policies) + " |"
-    lines += [header, "|" + " --- |" * (2 + 2 * len(policies))]
+    task_means = lambda key, label, members: [mean_or_nan(pick(key, task=t, label=label)) for t in members]
+
+    lines = [f"# Sweep report: {root}", "", "Success in %, mean ± std over seeds (n = runs; in group rows over tasks, "
+             "n = tasks). **strict**: final EMA checkpoint on fixed-seed episodes. **DP3**: mean of the 5 best periodic "
+             "evaluations (optimistic; – when a run made none).", ""]
+    lines += ["| task | group | " + " | ".join(f"{l} strict | {l} DP3" for l in labels) + " |",
+              "|" + " --- |" * (2 + 2 * len(labels))]
     for task in tasks:
-        values = " | ".join(f"{cell(pick('strict', task=task, policy=p))} | {cell(pick('dp3', task=task, policy=p))}" for p in policies)
+        values = " | ".join(f"{cell(pick('strict', task=task, label=l))} | {cell(pick('dp3', task=task, label=l))}" for l in labels)
         lines.append(f"| {task} | {task_group(task)} | {values} |")
     for group in sorted({task_group(t) for t in tasks}) + ["all"]:
         members = [t for t in tasks if group in ("all", task_group(t))]
-        per_policy = []
-        for p in policies:
-            strict = [np.mean(pick("strict", task=t, policy=p)) for t in members if pick("strict", task=t, policy=p)]
-            dp3 = [np.mean(pick("dp3", task=t, policy=p)) for t in members if pick("dp3", task=t, policy=p)]
-            per_policy.append(f"{cell(strict)} | {cell(dp3)}")
-        lines.append(f"| **{group}** (mean over tasks) | | " + " | ".join(per_policy) + " |")
-    lines += ["", "| policy | published success (37 tasks, DP3 protocol) | published latency (RTX 4090) | "
-              "measured latency p50 | device |", "| --- | --- | --- | --- | --- |"]
-    for p in policies:
-        published = PUBLISHED.get(p) if "[" not in p else None
+        values = " | ".join(f"{cell(task_means('strict', l, members))} | {cell(task_means('dp3', l, members))}" for l in labels)
+        lines.append(f"| **{group}** (mean over tasks) | | {values} |")
+
+    lines += ["", "| method | published success (37 tasks, DP3 protocol) | published latency (RTX 4090) | "
+              "measured `predict_action` p50 | device |", "| --- | --- | --- | --- | --- |"]
+    for label in labels:
+        published = PUBLISHED.get(label)
         success = f"{100 * published['success']:.1f}%" if published else "–"
         latency = f"{published['latency_ms']} ms" if published else "–"
-        devices = ", ".join(sorted(set(pick("device", policy=p))))
-        lines.append(f"| {p} | {success} | {latency} | {np.median(pick('latency_p50_ms', policy=p)):.2f} ms | {devices} |")
+        devices = ", ".join(sorted(set(pick("device", label=label))))
+        lines.append(f"| {label} | {success} | {latency} | {np.nanmedian(pick('latency_p50_ms', label=label)):.2f} ms | {devices} |")
 
+    plots = [plot_summary(rows, labels, tasks, out_dir / "summary.png"), plot_curves(rows, labels, tasks, out_dir / "learning_curves.png")]
+    if few_shot:
+        variants = list(dict.fromkeys(r["policy"] for r in ordered))
+        counts = sorted({r["demos"] for r in rows})
+        lines += ["", "Few-shot: strict success in %, mean over tasks ± std over tasks.", "",
+                  "| method | " + " | ".join(f"{d} demos" for d in counts) + " |", "|" + " --- |" * (1 + len(counts))]
+        for variant in variants:
+            per_count = [cell(task_means("strict", f"{variant} ({d} demos)", tasks)) for d in counts]
+            lines.append(f"| {variant} | " + " | ".join(per_count) + " |")
+        plots.append(plot_few_shot(rows, variants, counts, tasks, out_dir / "few_shot.png"))
+    lines += [""] + [f"![{plot.stem}]({plot.name})" for plot in plots] + ["", "All runs: [runs.csv](runs.csv)"]
+    out = out_dir / "report.md"
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def plot_summary(rows: list[dict], labels: list[str], tasks: list[str], out: Path) -> Path:
     figure, (bars, scatter) = plt.subplots(1, 2, figsize=(max(8, 1.2 * len(tasks) + 4), 4))
-    width = 0.8 / len(policies)
-    for i, p in enumerate(policies):
-        means = [100 * np.mean(pick("strict", task=t, policy=p) or [np.nan]) for t in tasks]
-        bars.bar(np.arange(len(tasks)) + i * width, means, width, label=p)
-        scatter.scatter(np.median(pick("latency_p50_ms", policy=p)), 100 * np.nanmean(pick("strict", policy=p)), label=p, s=60)
+    width = 0.8 / len(labels)
+    for i, label in enumerate(labels):
+        mine = [r for r in rows if r["label"] == label]
+        means = [100 * mean_or_nan([r["strict"] for r in mine if r["task"] == t]) for t in tasks]
+        bars.bar(np.arange(len(tasks)) + i * width, means, width, label=label)
+        scatter.scatter(np.nanmedian([r["latency_p50_ms"] for r in mine]), 100 * mean_or_nan([r["strict"] for r in mine]),
+                        label=label, s=60)
     bars.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2, [t.split("/")[1] for t in tasks], rotation=30, ha="right")
     bars.set(ylabel="success % (strict)", ylim=(0, 105), title="per task")
     scatter.set(xscale="log", xlabel="predict_action p50 (ms)", ylabel="mean success % (strict)", title="success vs latency")
-    bars.legend()
-    scatter.legend()
+    bars.legend(fontsize=7)
+    scatter.legend(fontsize=7)
+    return _save(figure, out)
+
+
+def plot_curves(rows: list[dict], labels: list[str], tasks: list[str], out: Path) -> Path:
+    """Periodic success (EMA) against training step, mean over seeds, one panel per task."""
+    columns = min(4, len(tasks))
+    figure, axes = plt.subplots(-(-len(tasks) // columns), columns, figsize=(4 * columns, 3 * -(-len(tasks) // columns)),
+                                squeeze=False)
+    for ax, task in zip(axes.flat, tasks):
+        for label in labels:
+            curves = [r["curve"] for r in rows if r["task"] == task and r["label"] == label and r["curve"]]
+            if curves:
+                length = min(len(c) for c in curves)
+                steps = [step for step, _ in curves[0][:length]]
+                ax.plot(steps, [100 * np.mean([c[i][1] for c in curves]) for i in range(length)], marker="o", label=label)
+        ax.set(title=task, xlabel="step", ylabel="success % (periodic)", ylim=(-5, 105))
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.axis("off")
+    figure.legend(*axes.flat[0].get_legend_handles_labels(), fontsize=7, loc="lower right")
+    return _save(figure, out)
+
+
+def plot_few_shot(rows: list[dict], variants: list[str], counts: list[int], tasks: list[str], out: Path) -> Path:
+    figure, ax = plt.subplots(figsize=(5, 3.6))
+    for variant in variants:
+        means = [100 * mean_or_nan([r["strict"] for r in rows if r["policy"] == variant and r["demos"] == d]) for d in counts]
+        ax.plot(counts, means, marker="o", label=variant)
+    ax.set(xscale="log", xticks=counts, xticklabels=counts, xlabel="demonstrations", ylabel="mean success % (strict)",
+           ylim=(-5, 105), title=f"few-shot ({len(tasks)} tasks)")
+    ax.legend(fontsize=7)
+    return _save(figure, out)
+
+
+def _save(figure, out: Path) -> Path:
     figure.tight_layout()
-    figure.savefig(out_dir / "summary.png", dpi=110)
+    figure.savefig(out, dpi=110)
     plt.close(figure)
-    lines += ["", "![per-task success and success vs latency](summary.png)", "", "All runs: [runs.csv](runs.csv)"]
-    out = out_dir / "report.md"
-    out.write_text("\n".join(lines) + "\n")
     return out

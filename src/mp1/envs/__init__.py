@@ -48,6 +48,11 @@ def task_sets() -> dict[str, list[str]]:
     sets["metaworld50"] = [f"metaworld/{t}" for t in TASKS]
     sets["adroit3"] = [f"adroit/{t}" for t in ADROIT_TASKS]
     sets["all37"] = sets["adroit3"] + sets["metaworld34"]
+    # One task per Meta-World difficulty group (among those DP3 learns well) plus one Adroit task:
+    # small enough for all three methods x 2 seeds on a 2-core machine (benchmarks/cpu_suite.sh).
+    sets["cpu-suite"] = [
+        "metaworld/button-press", "metaworld/coffee-pull", "metaworld/assembly", "metaworld/stick-push", "adroit/hammer"
+    ]
     return sets
 
 
