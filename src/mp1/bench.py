@@ -1,5 +1,6 @@
-"""Benchmarks (not tests): `predict_action` latency at batch 1 beside one raw network forward,
-and the cost of one training step per objective.
+"""Benchmarks (not tests): `predict_action` latency at batch 1 beside one raw network forward
+(eagerly and with each requested `Policy.accelerate` mode), and the cost of one training step
+per objective (float32 or under bf16 autocast).
 
 Latency follows DESIGN.md's protocol: the full `predict_action` (validation, normalisation,
 encoder, sampler, unnormalisation), after warm-up, with device synchronisation, many calls,
@@ -26,10 +27,13 @@ TRAINING_OBJECTIVES = ("mp1", "flowmatching", "flowpolicy", "dp3")
 class LatencyResult:
     policy: str
     preset: str
+    mode: str  # eager, compile or cuda_graph (Policy.accelerate)
     p50_ms: float
     p99_ms: float
-    forward_p50_ms: float
+    forward_p50_ms: float  # one eager encoder + UNet forward
     nfe: int
+    max_abs_diff: float  # |accelerated - eager| actions for the same noise (0 for eager)
+    error: str = ""  # why this mode could not run here (e.g. cuda_graph without CUDA)
 
 
 @dataclass
@@ -37,7 +41,9 @@ class TrainStepResult:
     policy: str
     preset: str
     batch: int
+    precision: str
     ms_per_step: float
+    loss: float
 
 
 def resolve_device(name: str) -> torch.device:
@@ -86,11 +92,11 @@ def benchmark_policy(name: str, preset: str, device: torch.device) -> Policy:
 
 
 def measure_latency(
-    name: str, preset: str, device: torch.device, calls: int, warmup: int, num_points: int = 512
-) -> LatencyResult:
+    name: str, preset: str, device: torch.device, calls: int, warmup: int, modes: tuple[str, ...] = ("eager",),
+    num_points: int = 512,
+) -> list[LatencyResult]:
     policy = benchmark_policy(name, preset, device).eval()
     obs = random_obs(policy, 1, num_points, device)
-    steps = policy.objective.sample_steps
 
     def forward():
         with torch.inference_mode():
@@ -99,15 +105,31 @@ def measure_latency(
             t = torch.ones(1, device=device)
             policy.unet(z, t, t, cond)
 
-    full = timed_ms(lambda: policy.predict_action(obs), device, calls, warmup)
-    raw = timed_ms(forward, device, calls, warmup)
-    return LatencyResult(
-        name, preset, float(np.median(full)), float(np.percentile(full, 99)), float(np.median(raw)), steps
-    )
+    def seeded_actions() -> torch.Tensor:
+        return policy.predict_action(obs, generator=torch.Generator(device).manual_seed(0))["action_pred"]
+
+    raw = float(np.median(timed_ms(forward, device, calls, warmup)))
+    reference = seeded_actions()
+    results = []
+    for mode in modes:
+        try:
+            policy.accelerate(mode)
+            difference = (seeded_actions() - reference).abs().max().item()  # also triggers compile / capture
+        except Exception as error:  # noqa: BLE001 - one mode failing must not lose the others' numbers
+            results.append(LatencyResult(name, preset, mode, *[float("nan")] * 3, policy.objective.sample_steps,
+                                         float("nan"), f"{type(error).__name__}: {error}"))
+            continue
+        full = timed_ms(lambda: policy.predict_action(obs), device, calls, warmup)
+        results.append(LatencyResult(
+            name, preset, mode, float(np.median(full)), float(np.percentile(full, 99)), raw,
+            policy.objective.sample_steps, difference,
+        ))
+    return results
 
 
 def measure_train_step(
-    name: str, preset: str, device: torch.device, batch: int, steps: int, warmup: int = 2, num_points: int = 512
+    name: str, preset: str, device: torch.device, batch: int, steps: int, precision: str = "fp32", warmup: int = 2,
+    num_points: int = 512,
 ) -> TrainStepResult:
     policy = benchmark_policy(name, preset, device).train()
     optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-4)
@@ -115,26 +137,30 @@ def measure_train_step(
         "obs": random_obs(policy, batch, num_points, device),
         "action": torch.rand(batch, policy.config.horizon, policy.config.action_dim, device=device) * 2 - 1,
     }
+    losses = []
 
     def step():
-        loss, _ = policy.compute_loss(data)
+        with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
+            loss, _ = policy.compute_loss(data)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        losses.append(loss.item())
 
-    return TrainStepResult(name, preset, batch, float(np.median(timed_ms(step, device, steps, warmup))))
+    ms = float(np.median(timed_ms(step, device, steps, warmup)))
+    return TrainStepResult(name, preset, batch, precision, ms, losses[0])
 
 
 def latency_report(
-    preset: str, device_name: str, calls: int, warmup: int, train_batch: int, train_steps: int
+    preset: str, device_name: str, calls: int, warmup: int, train_batch: int, train_steps: int,
+    modes: tuple[str, ...] = ("eager",), precisions: tuple[str, ...] = ("fp32",),
 ) -> dict:
     device = resolve_device(device_name)
-    latency = [measure_latency(name, preset, device, calls, warmup) for name in LATENCY_POLICIES]
-    training = (
-        [measure_train_step(name, preset, device, train_batch, train_steps) for name in TRAINING_OBJECTIVES]
-        if train_steps > 0
-        else []
-    )
+    latency = [r for name in LATENCY_POLICIES for r in measure_latency(name, preset, device, calls, warmup, modes)]
+    training = [
+        measure_train_step(name, preset, device, train_batch, train_steps, precision)
+        for precision in precisions for name in TRAINING_OBJECTIVES if train_steps > 0
+    ]
     return {
         "device": describe_device(device),
         "results": [asdict(r) for r in latency],
@@ -143,20 +169,24 @@ def latency_report(
 
 
 def format_report(report: dict) -> str:
-    lines = [f"device: {report['device']}", "", "policy      preset  nfe  p50_ms  p99_ms  forward_p50_ms  p50/forward"]
+    lines = [f"device: {report['device']}", "",
+             "policy      preset  mode        nfe  p50_ms  p99_ms  forward_p50_ms  p50/forward  max|diff| vs eager"]
     for r in report["results"]:
         lines.append(
-            f"{r['policy']:<11} {r['preset']:<7} {r['nfe']:>3} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
-            f"{r['forward_p50_ms']:>15.2f} {r['p50_ms'] / r['forward_p50_ms']:>12.2f}"
+            f"{r['policy']:<11} {r['preset']:<7} {r['mode']:<11} {r['nfe']:>3} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
+            f"{r['forward_p50_ms']:>15.2f} {r['p50_ms'] / r['forward_p50_ms']:>12.2f}  {r['max_abs_diff']:.1e}"
+            + (f"  failed: {r['error']}" if r["error"] else "")
         )
-    by_name = {r["policy"]: r for r in report["results"]}
-    if {"mp1", "dp3"} <= by_name.keys():
-        lines.append(f"\nDP3 / MP1 latency: {by_name['dp3']['p50_ms'] / by_name['mp1']['p50_ms']:.1f}x")
+    for mode in dict.fromkeys(r["mode"] for r in report["results"]):
+        p50 = {r["policy"]: r["p50_ms"] for r in report["results"] if r["mode"] == mode}
+        if {"mp1", "dp3"} <= p50.keys() and np.isfinite(p50["dp3"] / p50["mp1"]):
+            lines.append(f"\nDP3 / MP1 latency ({mode}): {p50['dp3'] / p50['mp1']:.1f}x")
     if report["training"]:
-        lines += ["", "training step     batch  ms/step"]
+        lines += ["", "training step     batch  precision  ms/step  first loss"]
         for r in report["training"]:
-            lines.append(f"{r['policy']:<17} {r['batch']:>5} {r['ms_per_step']:>8.1f}")
-        steps = {r["policy"]: r["ms_per_step"] for r in report["training"]}
-        if {"mp1", "flowmatching"} <= steps.keys():
-            lines.append(f"\nMeanFlow (MP1) step / flow-matching step: {steps['mp1'] / steps['flowmatching']:.2f}x")
+            lines.append(f"{r['policy']:<17} {r['batch']:>5}  {r['precision']:<9} {r['ms_per_step']:>8.1f}  {r['loss']:.4f}")
+        for precision in dict.fromkeys(r["precision"] for r in report["training"]):
+            steps = {r["policy"]: r["ms_per_step"] for r in report["training"] if r["precision"] == precision}
+            if {"mp1", "flowmatching"} <= steps.keys():
+                lines.append(f"MeanFlow (MP1) step / flow-matching step ({precision}): {steps['mp1'] / steps['flowmatching']:.2f}x")
     return "\n".join(lines)

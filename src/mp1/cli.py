@@ -56,7 +56,10 @@ def cmd_bench_latency(args: argparse.Namespace) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = latency_report(args.preset, args.device, args.calls, args.warmup, args.train_batch, args.train_steps)
+    report = latency_report(
+        args.preset, args.device, args.calls, args.warmup, args.train_batch, args.train_steps,
+        tuple(args.modes.split(",")), tuple(args.precisions.split(",")),
+    )
     print(json.dumps(report) if args.json else format_report(report))
 
 
@@ -178,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     latency.add_argument("--train-batch", type=int, default=128)
     latency.add_argument("--train-steps", type=int, default=5, help="timed training steps per objective (0: skip)")
     latency.add_argument("--threads", type=int, default=0, help="torch threads on CPU (0: torch's default)")
+    latency.add_argument("--modes", default="eager", help="predict_action modes, e.g. eager,compile,cuda_graph")
+    latency.add_argument("--precisions", default="fp32", help="training-step precisions, e.g. fp32,bf16")
     latency.add_argument("--json", action="store_true", help="print one JSON object")
     latency.set_defaults(func=cmd_bench_latency)
     demos = commands.add_parser("demos", help="generate scripted-expert demonstrations (DP3 zarr layout)")

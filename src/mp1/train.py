@@ -62,6 +62,8 @@ class TrainConfig:
     checkpoint_every: int = 5  # epochs
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     device: str = "auto"
+    # "bf16": the loss's forward passes under torch.autocast (weights and optimiser stay float32).
+    precision: str = "fp32"
     # Overrides of the policy config, e.g. {"dispersive": {"weight": 0.0}} (CLI: model.dispersive.weight=0).
     model: dict[str, Any] = field(default_factory=dict)
 
@@ -82,6 +84,8 @@ class TrainConfig:
             raise ValueError(f"grad_clip must be >= 0 (0 disables it), got {self.grad_clip}")
         if not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
@@ -277,7 +281,8 @@ class Trainer:
                 "obs": {k: v.to(self.device, non_blocking=True) for k, v in batch["obs"].items()},
                 "action": batch["action"].to(self.device, non_blocking=True),
             }
-            loss, info = self.policy.compute_loss(batch)
+            with torch.autocast(self.device.type, torch.bfloat16, enabled=self.config.precision == "bf16"):
+                loss, info = self.policy.compute_loss(batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at step {self.step}; lower lr or enable grad_clip")
             self.optimizer.zero_grad(set_to_none=True)

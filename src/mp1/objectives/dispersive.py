@@ -32,7 +32,7 @@ class DispersiveLoss:
         return self.weight > 0
 
     def single(self, features: torch.Tensor) -> torch.Tensor:
-        h = features.flatten(1)
+        h = features.flatten(1).float()  # distances and exponentials in float32, also under autocast
         if self.variant == "cosine":
             h = F.normalize(h, dim=1)
             distance = 1 - h @ h.T

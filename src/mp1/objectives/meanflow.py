@@ -71,9 +71,18 @@ class MeanFlow:
         features of the (differentiable) forward pass that produced u."""
         tangents = (velocity, torch.zeros_like(r), torch.ones_like(t))
         if self.jvp == "forward":
-            u, dudt, features = torch.func.jvp(
-                lambda z, r, t: split_output(net(z, r, t, cond)), (z, r, t), tangents, has_aux=True
-            )
+            # Mixed precision: the autocast region is entered again inside the transformed function.
+            # On CPU, autocast under forward-mode AD fails in 1x1 convolutions (torch 2.13), so there
+            # the JVP pass runs in float32 and only the other passes in bfloat16.
+            device = z.device.type
+            enabled = torch.is_autocast_enabled(device) and device != "cpu"
+            autocast = torch.autocast(device, torch.get_autocast_dtype(device), enabled)
+
+            def u_and_features(z, r, t):
+                with autocast:
+                    return split_output(net(z, r, t, cond))
+
+            u, dudt, features = torch.func.jvp(u_and_features, (z, r, t), tangents, has_aux=True)
             return u, dudt.detach(), features
         if self.jvp == "double_backward":
             def flat(z, r, t):

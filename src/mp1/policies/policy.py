@@ -28,6 +28,38 @@ class PolicyFileError(ValueError):
     """A file that is not a readable mp1 policy (foreign, truncated or corrupt)."""
 
 
+class CudaGraphSampler:
+    """Replays a tensor function from CUDA graphs, one captured per input shape: the inputs are
+    copied into the graph's static buffers, so no Python or kernel-launch overhead remains."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, list[torch.Tensor], torch.Tensor]] = {}
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        key = tuple((x.shape, x.dtype) for x in inputs)
+        if key not in self.graphs:
+            self.graphs[key] = self.capture(inputs)
+        graph, static_inputs, static_output = self.graphs[key]
+        for buffer, x in zip(static_inputs, inputs):
+            buffer.copy_(x)
+        graph.replay()
+        return static_output.clone()
+
+    def capture(self, inputs: tuple[torch.Tensor, ...]):
+        static_inputs = [x.clone() for x in inputs]
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):  # warm-up outside the capture (cuDNN autotuning, allocator)
+            for _ in range(3):
+                self.fn(*static_inputs)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_output = self.fn(*static_inputs)
+        return graph, static_inputs, static_output
+
+
 class Policy(nn.Module):
     def __init__(self, config: PolicyConfig):
         super().__init__()
@@ -41,6 +73,7 @@ class Policy(nn.Module):
         self.normalizer = LinearNormalizer(
             {"point_cloud": config.point_dim, "agent_pos": config.state_dim, "action": config.action_dim}
         )
+        self._fast_sampler = None  # set by accelerate()
 
     @property
     def objective(self):
@@ -78,12 +111,38 @@ class Policy(nn.Module):
         device. Returns {"action": (B, n_action_steps, Da), "action_pred": (B, horizon, Da)}."""
         with torch.inference_mode():
             obs = self.validate_obs(obs)
-            cond = self.encode(obs)
-            shape = (cond.shape[0], self.config.horizon, self.config.action_dim)
-            noise = torch.randn(shape, device=cond.device, generator=generator)
-            action_pred = self.normalizer.unnormalize("action", self.objective.sample(self.net, noise, cond, steps))
+            shape = (obs["agent_pos"].shape[0], self.config.horizon, self.config.action_dim)
+            noise = torch.randn(shape, device=self.device, generator=generator)
+            if steps is None and self._fast_sampler is not None:
+                action_pred = self._fast_sampler(obs["point_cloud"], obs["agent_pos"], noise)
+            else:
+                action_pred = self.sample_actions(obs["point_cloud"], obs["agent_pos"], noise, steps)
             start = self.config.n_obs_steps - 1
             return {"action": action_pred[:, start : start + self.config.n_action_steps], "action_pred": action_pred}
+
+    def sample_actions(
+        self, point_cloud: torch.Tensor, agent_pos: torch.Tensor, noise: torch.Tensor, steps: int | None = None
+    ) -> torch.Tensor:
+        """The tensor computation of predict_action: observations and noise -> action chunk."""
+        cond = self.encode({"point_cloud": point_cloud, "agent_pos": agent_pos})
+        return self.normalizer.unnormalize("action", self.objective.sample(self.net, noise, cond, steps))
+
+    def accelerate(self, mode: str = "cuda_graph") -> "Policy":
+        """Faster predict_action for deployment, same results (for the default number of steps):
+        "compile" (torch.compile), "cuda_graph" (captured once per input shape, then replayed;
+        CUDA only), or "eager" to undo. Call it after moving the policy to its device."""
+        if mode == "eager":
+            self._fast_sampler = None
+        elif mode == "compile":
+            self._fast_sampler = torch.compile(self.sample_actions, dynamic=False)
+        elif mode == "cuda_graph":
+            if self.device.type != "cuda":
+                raise ValueError(f"cuda_graph needs the policy on a CUDA device; it is on {self.device}")
+            self._fast_sampler = CudaGraphSampler(self.sample_actions)
+        else:
+            raise ValueError(f"unknown mode {mode!r}; choose eager, compile or cuda_graph")
+        self.eval()
+        return self
 
     def validate_obs(self, obs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Checks keys, shapes, dtypes and finiteness; returns float32 tensors on our device."""
