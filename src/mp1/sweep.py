@@ -83,7 +83,7 @@ def plan(overrides: list[str], sweep_dir: str | Path) -> list[SweepRun]:
         if config.demos < demo_pool:  # few-shot runs take the first episodes of the largest store
             pool = DemoConfig(episodes=demo_pool, seed=config.demo_seed)
             config.data_path = str(default_store_path(config.data_dir, config.task, pool))
-        runs.append(SweepRun(config, max(demo_pool, config.demos)))
+        runs.append(SweepRun(config, demo_pool))
     return runs
 
 
