@@ -140,7 +140,9 @@ def sweep(
         generate_demos(sorted(tasks), data_dir, DemoConfig(episodes=episodes, seed=demo_seed), jobs=jobs)
 
     configs = [run.config for run in pending]
-    if launcher == "local":
+    if not configs:
+        errors = []
+    elif launcher == "local":
         if jobs > 1:
             for config in configs:
                 config.threads = config.threads or max(1, (os.cpu_count() or 1) // jobs)
