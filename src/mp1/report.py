@@ -255,12 +255,17 @@ def plot_curves(rows: list[dict], labels: list[str], tasks: list[str], out: Path
             if curves:
                 length = min(len(c) for c in curves)
                 steps = [step for step, _ in curves[0][:length]]
-                ax.plot(steps, [100 * np.mean([c[i][1] for c in curves]) for i in range(length)], marker="o", label=label)
+                ax.plot(steps, [100 * np.mean([c[i][1] for c in curves]) for i in range(length)], marker="o",
+                        color=f"C{labels.index(label)}")
         ax.set(title=task, xlabel="step", ylabel="success % (periodic)", ylim=(-5, 105))
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
-    figure.legend(*axes.flat[0].get_legend_handles_labels(), fontsize=7, loc="lower right")
-    return _save(figure, out)
+    handles = [plt.Line2D([], [], color=f"C{i}", marker="o", label=label) for i, label in enumerate(labels)]
+    figure.legend(handles=handles, fontsize=7, loc="upper center", ncol=min(4, len(labels)))
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.08 * -(-len(labels) // 4) / axes.shape[0]))
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out
 
 
 def plot_few_shot(rows: list[dict], variants: list[str], counts: list[int], tasks: list[str], out: Path) -> Path:
