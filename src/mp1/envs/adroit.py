@@ -67,7 +67,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import gymnasium as gym
-import gymnasium_robotics  # noqa: F401  (registers the AdroitHand environments)
 import numpy as np
 import numpy.typing as npt
 
@@ -159,6 +158,10 @@ class AdroitEnv(PointCloudEnv):
         max_episode_steps: int | None = None,
         expert: str | Path | None = None,
     ) -> None:
+        # Imported here, not at the top: it registers the AdroitHand environments and prints a
+        # notice about the Dense variants' rewards (not used here) that need not greet every command.
+        import gymnasium_robotics  # noqa: F401
+
         task = _canonical_task(task)
         spec = gym.spec(_ENV_IDS[task])
         inner = spec.make().unwrapped  # no TimeLimit / order / checker wrappers
