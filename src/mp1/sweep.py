@@ -109,11 +109,19 @@ def launch_submitit(configs: list[TrainConfig], folder: Path, cluster: str, jobs
     """submitit: a SLURM job array (at most `jobs` at a time), or local processes for testing."""
     import submitit
 
-    executor = submitit.AutoExecutor(folder=folder, cluster=None if cluster == "slurm" else "local")
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     executor.update_parameters(slurm_array_parallelism=jobs, **options)
     submitted = executor.map_array(run_one, configs)
     print(f"[sweep] submitted {len(submitted)} jobs: {', '.join(j.job_id for j in submitted[:5])}...", flush=True)
-    return [job.result() for job in submitted]
+    return [_result(job) for job in submitted]
+
+
+def _result(job) -> str:
+    """A job's own report, or why the cluster lost it (time limit, node failure, ...)."""
+    try:
+        return job.result()
+    except Exception as error:  # noqa: BLE001 - submitit's UncompletedJobError and kin
+        return f"{type(error).__name__}: {error}"
 
 
 def sweep(
