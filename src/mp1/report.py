@@ -179,6 +179,7 @@ def write_sweep_report(root: str | Path, out_dir: str | Path | None = None) -> P
     few_shot = len({r["demos"] for r in rows}) > 1
     for r in rows:  # the column a run belongs to
         r["label"] = f"{r['policy']} ({r['demos']} demos)" if few_shot else r["policy"]
+
     def method_order(row: dict) -> tuple:
         base = row["policy"].split("[")[0]
         return (list(PUBLISHED).index(base) if base in PUBLISHED else len(PUBLISHED), row["policy"], row["demos"])
@@ -191,7 +192,8 @@ def write_sweep_report(root: str | Path, out_dir: str | Path | None = None) -> P
 
     lines = [f"# Sweep report: {root}", "", "Success in %, mean ± std over seeds (n = runs; in group rows over tasks, "
              "n = tasks). **strict**: final EMA checkpoint on fixed-seed episodes. **DP3**: mean of the 5 best periodic "
-             "evaluations (optimistic; – when a run made none).", ""]
+             "evaluations (optimistic; – when a run made none). Strict episodes per run: "
+             f"{', '.join(str(e) for e in sorted({r['episodes'] for r in rows}))}.", ""]
     lines += ["| task | group | " + " | ".join(f"{l} strict | {l} DP3" for l in labels) + " |",
               "|" + " --- |" * (2 + 2 * len(labels))]
     for task in tasks:
