@@ -145,7 +145,8 @@ def measure_train_step(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(loss.item())
+        if not losses:  # the first (warm-up) step's loss only: .item() would sync inside every timed step
+            losses.append(loss.item())
 
     ms = float(np.median(timed_ms(step, device, steps, warmup)))
     return TrainStepResult(name, preset, batch, precision, ms, losses[0])

@@ -150,13 +150,17 @@ def task_group(task: str) -> str:
     return next((group.replace("_", " ") for group, tasks in BENCHMARK_TASKS.items() if name in tasks), "other")
 
 
+def finite(values: list[float]) -> list[float]:
+    return [v for v in values if not np.isnan(v)]
+
+
 def mean_or_nan(values: list[float]) -> float:
-    values = [v for v in values if not np.isnan(v)]
+    values = finite(values)
     return float(np.mean(values)) if values else float("nan")
 
 
 def cell(values: list[float]) -> str:
-    values = [v for v in values if not np.isnan(v)]
+    values = finite(values)
     return f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f} (n={len(values)})" if values else "–"
 
 
