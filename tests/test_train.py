@@ -110,6 +110,11 @@ def test_resume_refuses_a_different_config(tmp_path, data_dir):
     base = TINY + [f"data_dir={data_dir}", f"run_dir={tmp_path}", "epochs=1", "eval_every=0", "final_eval_episodes=0"]
     Trainer(parse_overrides(base)).train()
     Trainer(parse_overrides(base + ["epochs=2"])).train()  # more epochs: a legitimate resume
+    checkpoint = tmp_path / "checkpoints" / "latest.pt"
+    state = torch.load(checkpoint, weights_only=False)
+    del state["config"]["precision"]  # a run saved before the key existed used its default
+    torch.save(state, checkpoint)
+    assert Trainer(parse_overrides(base + ["epochs=3"])).train()["steps"] > state["step"]
     with pytest.raises(ValueError, match="another config.*lr: 0.0001 -> 0.001"):
         Trainer(parse_overrides(base + ["lr=1e-3"])).train()
 

@@ -208,10 +208,12 @@ class Trainer:
     def load_checkpoint(self) -> None:
         # Our own checkpoint holds numpy and Python RNG states, which the weights-only loader refuses.
         state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        # A key missing from an older checkpoint was added later; that run used its default.
+        saved = {**asdict(TrainConfig()), **state["config"]}
         changed = {
-            key: (state["config"].get(key), value)
+            key: (saved[key], value)
             for key, value in asdict(self.config).items()
-            if key not in RESUMABLE_CHANGES and state["config"].get(key) != value
+            if key not in RESUMABLE_CHANGES and saved[key] != value
         }
         if changed:
             details = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
