@@ -16,6 +16,7 @@ case "$study" in
     jvp)         axes=(policy=mp1 model.objective.jvp=forward,double_backward,finite_difference) ;;
     *) echo "unknown study $study" >&2; exit 2 ;;
 esac
-mp1 sweep "${axes[@]}" task="$tasks" seed=0,1 preset=cpu demos=10 batch_size=64 epochs=20 warmup_steps=30 \
-    eval_every=5 eval_episodes=5 final_eval_episodes=20 video=false "$@" \
+# Later settings win: the budget first, then the study's axes, then the caller's key=value.
+mp1 sweep task="$tasks" seed=0,1 preset=cpu demos=10 batch_size=64 epochs=20 warmup_steps=30 \
+    eval_every=5 eval_episodes=5 final_eval_episodes=20 video=false "${axes[@]}" "$@" \
     --dir "benchmarks/results/study-$study" --jobs 2
