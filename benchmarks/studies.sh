@@ -17,6 +17,6 @@ case "$study" in
     *) echo "unknown study $study" >&2; exit 2 ;;
 esac
 # Later settings win: the budget first, then the study's axes, then the caller's key=value.
-mp1 sweep task="$tasks" seed=0,1 preset=cpu demos=10 batch_size=64 epochs=20 warmup_steps=30 \
+mp1 sweep task="$tasks" seed=0,1 preset=cpu demos=10 batch_size=64 epochs=15 warmup_steps=30 \
     eval_every=5 eval_episodes=5 final_eval_episodes=20 video=false "${axes[@]}" "$@" \
     --dir "benchmarks/results/study-$study" --jobs 2
