@@ -25,6 +25,7 @@ from mp1.envs.adroit import (
     expert_cache_dir,
 )
 from mp1.envs.adroit_experts import EXPERT_TASKS, ExpertFileError, import_experts, read_dapg_pickle
+from mp1.evaluate import DP3_EPISODE_STEPS
 
 # The DAPG pickles and our reference conversion, in the shared/ folder beside the checkout
 # (present in CI, where their absence is a failure; users fetch hand_dapg instead).
@@ -216,7 +217,8 @@ def test_cloud_geometry(make_env, task: str) -> None:
     """Over a few layouts: the cloud lies in the crop box without the table top, and shows
     the hand and the task's objects; agent_pos is DP3's hand-joint slice of qpos."""
     env = make_env(task)
-    assert env.max_episode_steps == 200  # gymnasium-robotics' registered horizon
+    # gymnasium-robotics' registered horizon is the evaluation's episode length (docs/adroit.md)
+    assert env.max_episode_steps == DP3_EPISODE_STEPS
     low, high = DEFAULT_CROP[task]
     data = env._env.data
     for _ in range(3):

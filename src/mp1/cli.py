@@ -211,7 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=1000, help="episode i uses env seed SEED + i")
     evaluate.add_argument("--jobs", type=int, default=1, help="parallel rollout processes")
     evaluate.add_argument("--task", help="environment name, when the policy file does not record it")
-    evaluate.add_argument("--max-steps", type=int, default=200, help="episode length (DP3: 200; 0: the env's own)")
+    evaluate.add_argument(
+        "--max-steps", type=int, default=200, help="episode length (200: DP3's Meta-World length, Adroit's horizon; 0: the env's own)"
+    )
     evaluate.add_argument("--video", action="store_true", help="write a video of the first episode")
     evaluate.add_argument("--out", help="folder for results (default: <run>/eval)")
     evaluate.set_defaults(func=cmd_eval)

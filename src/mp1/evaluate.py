@@ -26,7 +26,8 @@ from tqdm import tqdm
 from mp1.envs import make_env
 from mp1.policies import Policy
 
-# DP3 evaluates episodes of 200 steps (Meta-World and Adroit).
+# DP3's Meta-World episode length; also the registered horizon of all three Adroit v1 tasks
+# (docs/adroit.md), so one length serves both suites.
 DP3_EPISODE_STEPS = 200
 
 

@@ -56,7 +56,7 @@ class TrainConfig:
     eval_episodes: int = 20
     final_eval_episodes: int = 100
     eval_seed: int = 1000
-    eval_max_steps: int = 200  # DP3's Meta-World episode length; 0: the environment's own limit
+    eval_max_steps: int = 200  # DP3's Meta-World length, Adroit's horizon; 0: the environment's own limit
     eval_jobs: int = 1
     video: bool = True
     checkpoint_every: int = 5  # epochs
