@@ -28,13 +28,13 @@ def test_sweep_report(tmp_path):
     assert "| metaworld/button-press | easy | 70.0 ± 10.0 (n=2) | 80.0 ± 10.0 (n=2) | 50.0 ± 10.0 (n=2) |" in text
     assert "| metaworld/push | hard | 50.0 ± 0.0 (n=2) | 50.0 ± 0.0 (n=2) | – | – |" in text
     # Group rows average the per-task means: n counts tasks (dp3 ran one).
-    assert "| **all** (mean over tasks) | | 60.0 ± 10.0 (n=2) | 65.0 ± 15.0 (n=2) | 50.0 ± 0.0 (n=1) | 60.0 ± 0.0 (n=1) |" in text
+    assert "| **all** (mean over tasks) |  | 60.0 ± 10.0 (n=2) | 65.0 ± 15.0 (n=2) | 50.0 (n=1) | 60.0 (n=1) |" in text
     assert "78.9%" in text and "132.2 ms" in text  # published numbers beside ours
     assert (tmp_path / "summary.png").stat().st_size > 5000 and (tmp_path / "runs.csv").exists()
     fake_run(tmp_path, "metaworld/push", "mp1", 0, 0.9, 0.9, model={"dispersive": {"weight": 0.0}})
     text = write_sweep_report(tmp_path).read_text()  # an ablation is its own column, not mixed into mp1
     assert "mp1[dispersive.weight=0.0] strict" in text
-    assert "| metaworld/push | hard | 50.0 ± 0.0 (n=2) | 50.0 ± 0.0 (n=2) | 90.0 ± 0.0 (n=1)" in text
+    assert "| metaworld/push | hard | 50.0 ± 0.0 (n=2) | 50.0 ± 0.0 (n=2) | 90.0 (n=1)" in text
     assert (tmp_path / "learning_curves.png").stat().st_size > 5000 and not (tmp_path / "few_shot.png").exists()
     with pytest.raises(ValueError, match="no finished runs"):
         write_sweep_report(tmp_path / "empty")
@@ -51,5 +51,11 @@ def test_sweep_report_few_shot_and_swept_settings(tmp_path):
     text = write_sweep_report(tmp_path).read_text()
     assert "| mp1 (2 demos) strict | mp1 (2 demos) DP3 | mp1 (10 demos) strict |" in text
     assert "mp1[lr=0.001] (10 demos) strict" in text
-    assert "| mp1 | 25.0 ± 0.0 (n=1) | 65.0 ± 0.0 (n=1) |" in text  # few-shot table: mean over seeds, then tasks
+    assert "| mp1 | 25.0 (n=1) | 65.0 (n=1) |" in text  # few-shot table: mean over seeds, then tasks
     assert (tmp_path / "few_shot.png").stat().st_size > 5000
+    for demos in (5, 20):  # five methods: the per-task table turns to a row per method
+        fake_run(tmp_path, "metaworld/push", "mp1", 0, demos / 40, 0.5, demos=demos, folder=f"policy=mp1/demos={demos}/seed=0")
+    text = write_sweep_report(tmp_path).read_text()
+    assert "| method | metaworld/push strict | metaworld/push DP3 | **hard** (mean over tasks) strict |" in text
+    assert "| mp1 (5 demos) | 12.5 (n=1) | 50.0 (n=1) | 12.5 (n=1) | 50.0 (n=1) |" in text
+    assert "| mp1 | 25.0 (n=1) | 12.5 (n=1) | 65.0 (n=1) | 50.0 (n=1) |" in text

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
 
 def read_metrics(run: Path) -> tuple[list[dict], list[dict]]:
@@ -86,6 +87,9 @@ PUBLISHED = {
 
 # Folder levels `key=value` written by `mp1 sweep` that are not variants of a method.
 NOT_A_VARIANT = ("task", "policy", "seed", "demos")
+# Beyond this many methods (e.g. a few-shot sweep's method x demo-count columns) the per-task
+# table turns round: one row per method.
+WIDE_TABLE_METHODS = 4
 
 
 def collect_runs(root: str | Path) -> list[dict]:
@@ -160,8 +164,12 @@ def mean_or_nan(values: list[float]) -> float:
 
 
 def cell(values: list[float]) -> str:
+    """Mean ± population std in %, and n; one value has no spread to show."""
     values = finite(values)
-    return f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f} (n={len(values)})" if values else "–"
+    if not values:
+        return "–"
+    spread = f" ± {100 * np.std(values):.1f}" if len(values) > 1 else ""
+    return f"{100 * np.mean(values):.1f}{spread} (n={len(values)})"
 
 
 def write_sweep_report(root: str | Path, out_dir: str | Path | None = None) -> Path:
@@ -198,15 +206,21 @@ def write_sweep_report(root: str | Path, out_dir: str | Path | None = None) -> P
              "n = tasks). **strict**: final EMA checkpoint on fixed-seed episodes. **DP3**: mean of the 5 best periodic "
              "evaluations (optimistic; – when a run made none). Strict episodes per run: "
              f"{', '.join(str(e) for e in sorted({r['episodes'] for r in rows}))}.", ""]
-    lines += ["| task | group | " + " | ".join(f"{l} strict | {l} DP3" for l in labels) + " |",
-              "|" + " --- |" * (2 + 2 * len(labels))]
-    for task in tasks:
-        values = " | ".join(f"{cell(pick('strict', task=task, label=l))} | {cell(pick('dp3', task=task, label=l))}" for l in labels)
-        lines.append(f"| {task} | {task_group(task)} | {values} |")
+    # (row name, group, {label: "strict | DP3" cells}): the tasks, then the groups' means over tasks.
+    entries = [(task, task_group(task), {l: f"{cell(pick('strict', task=task, label=l))} | "
+                                            f"{cell(pick('dp3', task=task, label=l))}" for l in labels}) for task in tasks]
     for group in sorted({task_group(t) for t in tasks}) + ["all"]:
         members = [t for t in tasks if group in ("all", task_group(t))]
-        values = " | ".join(f"{cell(task_means('strict', l, members))} | {cell(task_means('dp3', l, members))}" for l in labels)
-        lines.append(f"| **{group}** (mean over tasks) | | {values} |")
+        entries.append((f"**{group}** (mean over tasks)", "", {l: f"{cell(task_means('strict', l, members))} | "
+                                                               f"{cell(task_means('dp3', l, members))}" for l in labels}))
+    if len(labels) <= WIDE_TABLE_METHODS:  # methods side by side, a row per task
+        lines += ["| task | group | " + " | ".join(f"{l} strict | {l} DP3" for l in labels) + " |",
+                  "|" + " --- |" * (2 + 2 * len(labels))]
+        lines += [f"| {name} | {group} | " + " | ".join(values[l] for l in labels) + " |" for name, group, values in entries]
+    else:  # too many methods to read across: a row per method, a column pair per task
+        lines += ["| method | " + " | ".join(f"{name} strict | {name} DP3" for name, _, _ in entries) + " |",
+                  "|" + " --- |" * (1 + 2 * len(entries))]
+        lines += [f"| {l} | " + " | ".join(values[l] for _, _, values in entries) + " |" for l in labels]
 
     lines += ["", "| method | published success (37 tasks, DP3 protocol) | published latency (RTX 4090) | "
               "measured `predict_action` p50 | device |", "| --- | --- | --- | --- | --- |"]
@@ -234,20 +248,29 @@ def write_sweep_report(root: str | Path, out_dir: str | Path | None = None) -> P
 
 
 def plot_summary(rows: list[dict], labels: list[str], tasks: list[str], out: Path) -> Path:
-    figure, (bars, scatter) = plt.subplots(1, 2, figsize=(max(8, 1.2 * len(tasks) + 4), 4))
+    panels_width, legend_width = max(8, 1.2 * len(tasks) + 4), 2  # inches
+    figure, (bars, scatter) = plt.subplots(1, 2, figsize=(panels_width + legend_width, 4))
+    colours = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
     width = 0.8 / len(labels)
     for i, label in enumerate(labels):
         mine = [r for r in rows if r["label"] == label]
         means = [100 * mean_or_nan([r["strict"] for r in mine if r["task"] == t]) for t in tasks]
-        bars.bar(np.arange(len(tasks)) + i * width, means, width, label=label)
+        bars.bar(np.arange(len(tasks)) + i * width, means, width, label=label, color=colours(i))
         scatter.scatter(np.nanmedian([r["latency_p50_ms"] for r in mine]), 100 * mean_or_nan([r["strict"] for r in mine]),
-                        label=label, s=60)
+                        s=60, color=colours(i))
     bars.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2, [t.split("/")[1] for t in tasks], rotation=30, ha="right")
     bars.set(ylabel="success % (strict)", ylim=(0, 105), title="per task")
-    scatter.set(xscale="log", xlabel="predict_action p50 (ms)", ylabel="mean success % (strict)", title="success vs latency")
-    bars.legend(fontsize=7)
-    scatter.legend(fontsize=7)
-    return _save(figure, out)
+    scatter.set(xscale="log", xlabel="predict_action p50 (ms)", ylabel="mean success % (strict)", ylim=(-5, 105),
+                title="success vs latency")
+    scatter.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))  # 10, 20, 50, 100 ms: latencies span one decade
+    scatter.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    scatter.xaxis.set_minor_formatter(NullFormatter())
+    panels = panels_width / (panels_width + legend_width)
+    figure.tight_layout(rect=(0, 0, panels, 1))
+    figure.legend(*bars.get_legend_handles_labels(), fontsize=7, loc="center left", bbox_to_anchor=(panels, 0.5))
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out
 
 
 def plot_curves(rows: list[dict], labels: list[str], tasks: list[str], out: Path) -> Path:
@@ -280,7 +303,8 @@ def plot_few_shot(rows: list[dict], variants: list[str], counts: list[int], task
         means = [100 * mean_or_nan([r["strict"] for r in rows if r["policy"] == variant and r["demos"] == d]) for d in counts]
         ax.plot(counts, means, marker="o", label=variant)
     ax.set(xscale="log", xticks=counts, xticklabels=counts, xlabel="demonstrations", ylabel="mean success % (strict)",
-           ylim=(-5, 105), title=f"few-shot ({len(tasks)} tasks)")
+           ylim=(-5, 105), title=f"few-shot ({len(tasks)} task{'s' if len(tasks) > 1 else ''})")
+    ax.minorticks_off()  # a log axis labels its minor ticks too, over the demo counts
     ax.legend(fontsize=7)
     return _save(figure, out)
 
