@@ -12,6 +12,7 @@ from omegaconf.errors import OmegaConfBaseException as OmegaConfError
 
 import mp1
 from mp1.data.demos import DemoGenerationError
+from mp1.evaluate import DP3_EPISODE_STEPS
 from mp1.sweep import SweepError
 
 
@@ -212,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--jobs", type=int, default=1, help="parallel rollout processes")
     evaluate.add_argument("--task", help="environment name, when the policy file does not record it")
     evaluate.add_argument(
-        "--max-steps", type=int, default=200, help="episode length (200: DP3's Meta-World length, Adroit's horizon; 0: the env's own)"
+        "--max-steps", type=int, default=DP3_EPISODE_STEPS,
+        help=f"episode length ({DP3_EPISODE_STEPS}: DP3's Meta-World length, Adroit's horizon; 0: the env's own)",
     )
     evaluate.add_argument("--video", action="store_true", help="write a video of the first episode")
     evaluate.add_argument("--out", help="folder for results (default: <run>/eval)")

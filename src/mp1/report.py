@@ -35,10 +35,7 @@ def plot_learning_curve(run: Path, out: Path) -> Path:
         success_ax.plot([r["step"] for r in evals], [100 * r["success_rate"] for r in evals], marker="o")
     success_ax.set(xlabel="step", ylabel="success %", ylim=(-5, 105), title="periodic evaluation (EMA)")
     figure.suptitle(run.name)
-    figure.tight_layout()
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
-    return out
+    return _save(figure, out)
 
 
 def write_run_report(run: str | Path) -> Path:
@@ -207,12 +204,13 @@ def write_sweep_report(root: str | Path, out_dir: str | Path | None = None) -> P
              "evaluations (optimistic; – when a run made none). Strict episodes per run: "
              f"{', '.join(str(e) for e in sorted({r['episodes'] for r in rows}))}.", ""]
     # (row name, group, {label: "strict | DP3" cells}): the tasks, then the groups' means over tasks.
-    entries = [(task, task_group(task), {l: f"{cell(pick('strict', task=task, label=l))} | "
-                                            f"{cell(pick('dp3', task=task, label=l))}" for l in labels}) for task in tasks]
+    both = lambda strict, dp3: f"{cell(strict)} | {cell(dp3)}"
+    entries = [(task, task_group(task), {l: both(pick("strict", task=task, label=l), pick("dp3", task=task, label=l))
+                                         for l in labels}) for task in tasks]
     for group in sorted({task_group(t) for t in tasks}) + ["all"]:
         members = [t for t in tasks if group in ("all", task_group(t))]
-        entries.append((f"**{group}** (mean over tasks)", "", {l: f"{cell(task_means('strict', l, members))} | "
-                                                               f"{cell(task_means('dp3', l, members))}" for l in labels}))
+        entries.append((f"**{group}** (mean over tasks)", "",
+                        {l: both(task_means("strict", l, members), task_means("dp3", l, members)) for l in labels}))
     if len(labels) <= WIDE_TABLE_METHODS:  # methods side by side, a row per task
         lines += ["| task | group | " + " | ".join(f"{l} strict | {l} DP3" for l in labels) + " |",
                   "|" + " --- |" * (2 + 2 * len(labels))]
@@ -266,11 +264,8 @@ def plot_summary(rows: list[dict], labels: list[str], tasks: list[str], out: Pat
     scatter.xaxis.set_major_formatter(FormatStrFormatter("%g"))
     scatter.xaxis.set_minor_formatter(NullFormatter())
     panels = panels_width / (panels_width + legend_width)
-    figure.tight_layout(rect=(0, 0, panels, 1))
     figure.legend(*bars.get_legend_handles_labels(), fontsize=7, loc="center left", bbox_to_anchor=(panels, 0.5))
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
-    return out
+    return _save(figure, out, rect=(0, 0, panels, 1))
 
 
 def plot_curves(rows: list[dict], labels: list[str], tasks: list[str], out: Path) -> Path:
@@ -291,10 +286,7 @@ def plot_curves(rows: list[dict], labels: list[str], tasks: list[str], out: Path
         ax.axis("off")
     handles = [plt.Line2D([], [], color=f"C{i}", marker="o", label=label) for i, label in enumerate(labels)]
     figure.legend(handles=handles, fontsize=7, loc="upper center", ncol=min(4, len(labels)))
-    figure.tight_layout(rect=(0, 0, 1, 1 - 0.08 * -(-len(labels) // 4) / axes.shape[0]))
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
-    return out
+    return _save(figure, out, rect=(0, 0, 1, 1 - 0.08 * -(-len(labels) // 4) / axes.shape[0]))
 
 
 def plot_few_shot(rows: list[dict], variants: list[str], counts: list[int], tasks: list[str], out: Path) -> Path:
@@ -309,8 +301,9 @@ def plot_few_shot(rows: list[dict], variants: list[str], counts: list[int], task
     return _save(figure, out)
 
 
-def _save(figure, out: Path) -> Path:
-    figure.tight_layout()
+def _save(figure, out: Path, rect: tuple[float, float, float, float] = (0, 0, 1, 1)) -> Path:
+    """Lays the axes out inside `rect` (figure fraction; the rest is left to a figure legend) and writes the PNG."""
+    figure.tight_layout(rect=rect)
     figure.savefig(out, dpi=110)
     plt.close(figure)
     return out

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from mp1.data import PointCloudDataset
 from mp1.data.demos import DemoConfig, default_store_path, generate_demos
 from mp1.envs import resolve_env_names
-from mp1.evaluate import EvalResult, dp3_protocol, evaluate, observation_settings
+from mp1.evaluate import DP3_EPISODE_STEPS, EvalResult, dp3_protocol, evaluate, observation_settings
 from mp1.policies import POLICY_NAMES, PRESETS, Policy, make_config
 from mp1.policies.policy import atomic_torch_save
 from mp1.report import write_run_report
@@ -56,7 +56,7 @@ class TrainConfig:
     eval_episodes: int = 20
     final_eval_episodes: int = 100
     eval_seed: int = 1000
-    eval_max_steps: int = 200  # DP3's Meta-World length, Adroit's horizon; 0: the environment's own limit
+    eval_max_steps: int = DP3_EPISODE_STEPS  # DP3's Meta-World length, Adroit's horizon; 0: the env's own limit
     eval_jobs: int = 1
     video: bool = True
     checkpoint_every: int = 5  # epochs
