@@ -22,7 +22,10 @@ class SmoothNet(torch.nn.Module):
         return (out, [h]) if self.with_features else out
 
 
-OBJECTIVES = [MeanFlow(), MeanFlow.from_preset("meanflow"), FlowMatching(), ConsistencyFlow(), Diffusion()]
+OBJECTIVES = [
+    MeanFlow(), MeanFlow.from_preset("meanflow"), MeanFlow(loss_space="v", guidance="none"), MeanFlow(prediction="x"),
+    MeanFlow(warm_start_steps=10, direction_weight=0.5), FlowMatching(), ConsistencyFlow(), Diffusion(),
+]
 
 
 @pytest.mark.parametrize("objective", OBJECTIVES, ids=lambda o: type(o).__name__)
@@ -100,7 +103,7 @@ def test_meanflow_target_equals_closed_form_average_velocity(jvp):
     r = torch.rand(16, dtype=torch.float64) * 0.5
     t = r + torch.rand(16, dtype=torch.float64) * 0.5
     u, target, _ = MeanFlow(jvp=jvp, finite_difference_eps=1e-6).regression_target(
-        average_velocity, z, r, t, torch.zeros(16, 0), a * z
+        average_velocity, z, r, t, torch.zeros(16, 0), a * z, a * z
     )
     torch.testing.assert_close(target, u, rtol=1e-6, atol=1e-6)
     # The identity is not trivially satisfied: the derivative term matters.
@@ -134,3 +137,69 @@ def test_dispersive_loss_variants():
     moved = h - 0.5 * h.grad
     assert torch.pdist(moved.flatten(1)).mean() > torch.pdist(spread.flatten(1)).mean()
     assert not DispersiveLoss().enabled
+
+
+def test_meanflow_warm_start_schedule():
+    objective = MeanFlow(equal_times_fraction=0.25, warm_start_steps=100)
+    assert [objective.equal_times_at(step) for step in (0, 50, 100, 1000)] == [1.0, 0.625, 0.25, 0.25]
+    torch.manual_seed(0)
+    r, t = objective.sample_times(1000, torch.device("cpu"), step=0)
+    assert torch.equal(r, t)  # pure flow matching at the start
+    r, t = objective.sample_times(20_000, torch.device("cpu"), step=100)
+    assert abs((r == t).float().mean().item() - 0.25) < 0.02
+    assert MeanFlow().equal_times_at(0) == 0.5  # no warm start by default
+
+
+def test_meanflow_x_prediction_one_step_returns_the_networks_x():
+    """With u = (z - x) / t, the one-step jump z_1 - u(z_1, 0, 1) is the network's x output."""
+    x_net = lambda z, r, t, cond: torch.tanh(z) * 0.5 + cond
+    noise, cond = torch.randn(5, 3), torch.randn(5, 3)
+    sample = MeanFlow(prediction="x").sample(x_net, noise, cond, steps=1)
+    torch.testing.assert_close(sample, x_net(noise, torch.zeros(5), torch.ones(5), cond))
+    u = MeanFlow(prediction="x").velocity_net(x_net)(noise, torch.zeros(5), torch.full((5,), 0.01), cond)
+    torch.testing.assert_close(u, (noise - x_net(noise, None, None, cond)) / 0.05)  # t clamped at 0.05
+
+
+@pytest.mark.parametrize("loss_space", ["u", "v"])
+def test_meanflow_jvp_tangent_by_loss_space(loss_space, monkeypatch):
+    """MP1 differentiates along the conditional velocity e - x; the v-loss along the network's
+    own instantaneous velocity u(z, t, t | c)."""
+    torch.manual_seed(0)
+    net = SmoothNet()
+    seen = {}
+    original = MeanFlow.time_derivative
+
+    def spy(self, net_, z, r, t, cond, tangent):
+        seen.update(z=z, t=t, cond=cond, tangent=tangent)
+        return original(self, net_, z, r, t, cond, tangent)
+
+    monkeypatch.setattr(MeanFlow, "time_derivative", spy)
+    x, cond = torch.randn(8, 3), torch.randn(8, 2)
+    torch.manual_seed(1)
+    MeanFlow(loss_space=loss_space, guidance="none").loss(net, x, cond)
+    torch.manual_seed(1)
+    noise = torch.randn_like(x)
+    if loss_space == "u":
+        torch.testing.assert_close(seen["tangent"], noise - x)
+    else:
+        with torch.no_grad():
+            expected = net(seen["z"], seen["t"], seen["t"], seen["cond"])
+        torch.testing.assert_close(seen["tangent"], expected)
+
+
+def test_meanflow_direction_term_adds_weighted_misalignment():
+    torch.manual_seed(0)
+    net, x, cond = SmoothNet(), torch.randn(8, 3), torch.randn(8, 2)
+    torch.manual_seed(1)
+    plain, _ = MeanFlow().loss(net, x, cond)
+    torch.manual_seed(1)
+    aligned, info = MeanFlow(direction_weight=0.3).loss(net, x, cond)
+    assert 0 < info["misalignment"] <= 2
+    assert aligned.item() == pytest.approx(plain.item() + 0.3 * info["misalignment"], rel=1e-5)
+
+
+def test_meanflow_rejects_bad_settings():
+    for bad in ({"equal_times_fraction": 1.5}, {"warm_start_steps": -1}, {"direction_weight": -1.0},
+                {"x_prediction_min_t": 0.0}):
+        with pytest.raises(ValueError):
+            MeanFlow(**bad)

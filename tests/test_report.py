@@ -5,7 +5,7 @@ import pytest
 from mp1.report import collect_runs, write_sweep_report
 
 
-def fake_run(root, task, policy, seed, strict, dp3, model=None, demos=10, folder=None):
+def fake_run(root, task, policy, seed, strict, dp3, model=None, demos=10, folder=None, clock=False):
     run = root / task.replace("/", "_") / (folder or f"{policy}{'-custom' if model else ''}-seed{seed}")
     run.mkdir(parents=True)
     final = {
@@ -15,6 +15,9 @@ def fake_run(root, task, policy, seed, strict, dp3, model=None, demos=10, folder
         "strict_protocol_success": strict,
         "strict_protocol": {"episodes": 50, "latency_p50_ms": 7.0 if policy == "mp1" else 60.0, "device": "cpu"},
     }
+    if clock:  # runs since the training wall-clock was recorded
+        for evaluation in final["periodic_evaluations"]:
+            evaluation["train_seconds"] = 30.0 * evaluation["step"]
     (run / "final.json").write_text(json.dumps(final))
 
 
@@ -59,3 +62,14 @@ def test_sweep_report_few_shot_and_swept_settings(tmp_path):
     assert "| method | metaworld/push strict | metaworld/push DP3 | **hard** (mean over tasks) strict |" in text
     assert "| mp1 (5 demos) | 12.5 (n=1) | 50.0 (n=1) | 12.5 (n=1) | 50.0 (n=1) |" in text
     assert "| mp1 | 25.0 (n=1) | 12.5 (n=1) | 65.0 (n=1) | 50.0 (n=1) |" in text
+
+
+def test_sweep_report_plots_success_against_training_time(tmp_path):
+    """Runs that recorded their training wall-clock get a success-vs-time plot; older ones are left out of it."""
+    fake_run(tmp_path, "metaworld/push", "mp1", 0, 0.5, 0.5)
+    text = write_sweep_report(tmp_path).read_text()
+    assert "success_vs_time" not in text and not (tmp_path / "success_vs_time.png").exists()
+    fake_run(tmp_path, "metaworld/push", "dp3", 0, 0.9, 0.9, clock=True)
+    text = write_sweep_report(tmp_path).read_text()
+    assert "![success_vs_time](success_vs_time.png)" in text
+    assert (tmp_path / "success_vs_time.png").stat().st_size > 5000

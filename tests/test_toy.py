@@ -25,3 +25,17 @@ def test_toy_modes(name):
     print(f"{name}: {fraction:.3f} of samples on a correct mode")
     assert fraction >= value if op == ">=" else fraction <= value
     assert points.isfinite().all()
+
+
+def test_modes_covered_counts_both_modes_of_each_pair():
+    import torch
+
+    from mp1.toy import ToyMixture
+
+    mixture = ToyMixture()
+    labels = torch.arange(8) % 4
+    both = mixture.centers  # mode k belongs to class k % 4: every mode hit once
+    assert mixture.on_correct_mode(both, labels).all() and mixture.modes_covered(both, labels) == 8
+    one_side = mixture.centers[labels]  # always the first mode of the pair
+    assert mixture.modes_covered(one_side, labels) == 4
+    assert mixture.modes_covered(torch.zeros(8, 2), labels) == 0  # the conditional mean: no mode

@@ -109,7 +109,7 @@ def collect_runs(root: str | Path) -> list[dict]:
             "strict": final.get("strict_protocol_success", float("nan")), "episodes": strict.get("episodes", 0),
             "dp3": final["dp3_protocol_success"] if final["periodic_evaluations"] else float("nan"),
             "latency_p50_ms": strict.get("latency_p50_ms", float("nan")), "device": strict.get("device", ""),
-            "curve": [(e["step"], e["success_rate"]) for e in final["periodic_evaluations"]],
+            "curve": [(e["step"], e["success_rate"], e.get("train_seconds")) for e in final["periodic_evaluations"]],
         })
     return rows
 
@@ -230,6 +230,8 @@ def write_sweep_report(root: str | Path, out_dir: str | Path | None = None) -> P
         lines.append(f"| {label} | {success} | {latency} | {np.nanmedian(pick('latency_p50_ms', label=label)):.2f} ms | {devices} |")
 
     plots = [plot_summary(rows, labels, tasks, out_dir / "summary.png"), plot_curves(rows, labels, tasks, out_dir / "learning_curves.png")]
+    if any(point[2] is not None for r in rows for point in r["curve"]):
+        plots.append(plot_curves(rows, labels, tasks, out_dir / "success_vs_time.png", clock=True))
     if few_shot:
         variants = list(dict.fromkeys(r["policy"] for r in ordered))
         counts = sorted({r["demos"] for r in rows})
@@ -268,20 +270,25 @@ def plot_summary(rows: list[dict], labels: list[str], tasks: list[str], out: Pat
     return _save(figure, out, rect=(0, 0, panels, 1))
 
 
-def plot_curves(rows: list[dict], labels: list[str], tasks: list[str], out: Path) -> Path:
-    """Periodic success (EMA) against training step, mean over seeds, one panel per task."""
+def plot_curves(rows: list[dict], labels: list[str], tasks: list[str], out: Path, clock: bool = False) -> Path:
+    """Periodic success (EMA) against training step, or with `clock` against the training
+    wall-clock (minutes in training steps, evaluations excluded; runs that recorded it), mean
+    over seeds, one panel per task."""
     columns = min(4, len(tasks))
     figure, axes = plt.subplots(-(-len(tasks) // columns), columns, figsize=(4 * columns, 3 * -(-len(tasks) // columns)),
                                 squeeze=False)
     for ax, task in zip(axes.flat, tasks):
         for label in labels:
             curves = [r["curve"] for r in rows if r["task"] == task and r["label"] == label and r["curve"]]
+            if clock:
+                curves = [c for c in curves if all(point[2] is not None for point in c)]
             if curves:
                 length = min(len(c) for c in curves)
-                steps = [step for step, _ in curves[0][:length]]
-                ax.plot(steps, [100 * np.mean([c[i][1] for c in curves]) for i in range(length)], marker="o",
+                x = [np.mean([c[i][2] / 60 if clock else c[i][0] for c in curves]) for i in range(length)]
+                ax.plot(x, [100 * np.mean([c[i][1] for c in curves]) for i in range(length)], marker="o",
                         color=f"C{labels.index(label)}")
-        ax.set(title=task, xlabel="step", ylabel="success % (periodic)", ylim=(-5, 105))
+        ax.set(title=task, xlabel="training wall-clock (min)" if clock else "step", ylabel="success % (periodic)",
+               ylim=(-5, 105))
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
     handles = [plt.Line2D([], [], color=f"C{i}", marker="o", label=label) for i, label in enumerate(labels)]

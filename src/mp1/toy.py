@@ -47,6 +47,19 @@ class ToyMixture:
         distance = (points[:, None, :] - own).norm(dim=-1).amin(dim=1)
         return distance < tolerance * self.std
 
+    def modes_covered(self, points: torch.Tensor, labels: torch.Tensor, min_share: float = 0.1) -> int:
+        """How many of the modes get at least `min_share` of their class's samples on them: a
+        sampler that picks one mode of each pair covers half of them."""
+        centers = self.centers
+        nearest = (points[:, None, :] - centers).norm(dim=-1).argmin(dim=1)
+        hits = self.on_correct_mode(points, labels)
+        covered = 0
+        for mode in range(self.num_modes):
+            of_class = labels == mode % self.num_classes
+            if of_class.any() and (hits & of_class & (nearest == mode)).sum() >= min_share * of_class.sum():
+                covered += 1
+        return covered
+
 
 class ToyNet(nn.Module):
     """MLP u(z, r, t | class) on [z, t, t - r, one-hot class]."""

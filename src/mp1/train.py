@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -44,7 +45,7 @@ class TrainConfig:
     run_dir: str = ""  # default: runs/<task>/<policy>-<preset>-seed<seed>
     epochs: int = 100
     batch_size: int = 128
-    lr: float = 1e-4
+    lr: Optional[float] = None  # None: the policy's recipe (its config's `train_lr`)
     betas: tuple[float, float] = (0.95, 0.999)
     weight_decay: float = 1e-6
     warmup_steps: int = 500
@@ -78,7 +79,7 @@ class TrainConfig:
             minimum = 0 if name in at_least_zero else 1
             if getattr(self, name) < minimum:
                 raise ValueError(f"{name} must be at least {minimum}, got {getattr(self, name)}")
-        if self.lr <= 0:
+        if self.lr is not None and self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.grad_clip < 0:
             raise ValueError(f"grad_clip must be >= 0 (0 disables it), got {self.grad_clip}")
@@ -147,6 +148,8 @@ class Trainer:
         seed_everything(config.seed)
 
         policy_config = make_config(config.policy, config.preset, config.model)
+        if config.lr is None:
+            config.lr = policy_config.train_lr
         self.dataset = PointCloudDataset(
             ensure_demos(config), policy_config.horizon, policy_config.n_obs_steps, policy_config.n_action_steps,
             max_episodes=config.demos,
@@ -175,6 +178,7 @@ class Trainer:
         self.total_steps = config.epochs * len(self.loader)
         self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, config.warmup_steps, max(1, self.total_steps))
         self.epoch, self.step = 0, 0
+        self.train_seconds = 0.0  # wall-clock spent in training steps (evaluations excluded)
         self.evaluations: list[dict[str, Any]] = []
 
     # --- checkpoints -------------------------------------------------------------------------
@@ -188,6 +192,7 @@ class Trainer:
             "config": asdict(self.config),
             "epoch": self.epoch,
             "step": self.step,
+            "train_seconds": self.train_seconds,
             "policy": self.policy.state_dict(),
             "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -226,6 +231,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.step, self.evaluations = state["epoch"], state["step"], state["evaluations"]
+        self.train_seconds = state.get("train_seconds", 0.0)
         torch.set_rng_state(state["rng"]["torch"])
         if state["rng"]["cuda"]:
             torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
@@ -278,13 +284,14 @@ class Trainer:
 
     def train_epoch(self, bar: tqdm) -> None:
         self.policy.train()
+        started = time.perf_counter()
         for batch in self.loader:
             batch = {
                 "obs": {k: v.to(self.device, non_blocking=True) for k, v in batch["obs"].items()},
                 "action": batch["action"].to(self.device, non_blocking=True),
             }
             with torch.autocast(self.device.type, torch.bfloat16, enabled=self.config.precision == "bf16"):
-                loss, info = self.policy.compute_loss(batch)
+                loss, info = self.policy.compute_loss(batch, self.step)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at step {self.step}; lower lr or enable grad_clip")
             self.optimizer.zero_grad(set_to_none=True)
@@ -295,9 +302,11 @@ class Trainer:
             self.scheduler.step()
             self.ema.step(self.policy.parameters())
             self.step += 1
+            self.train_seconds += time.perf_counter() - started
+            started = time.perf_counter()
             bar.update(1)
             bar.set_postfix(epoch=self.epoch, loss=f"{info['loss']:.4f}", refresh=False)
-            self.log({"kind": "train", "step": self.step, "epoch": self.epoch, "lr": self.scheduler.get_last_lr()[0], **info})
+            self.log({"kind": "train", "step": self.step, "epoch": self.epoch, "train_seconds": self.train_seconds, "lr": self.scheduler.get_last_lr()[0], **info})
 
     def evaluate_ema(self, episodes: int, video_name: str | None) -> tuple[dict[str, Any], EvalResult]:
         self.ema.copy_to(self.ema_policy.parameters())
@@ -312,7 +321,8 @@ class Trainer:
             policy, self.config.task, episodes, self.config.eval_seed, jobs, video, self.config.eval_max_steps,
             observation=self.observation,
         )
-        return {"epoch": self.epoch, "step": self.step, **result.summary()}, result
+        record = {"epoch": self.epoch, "step": self.step, "train_seconds": self.train_seconds, **result.summary()}
+        return record, result
 
     def periodic_eval(self) -> None:
         record, result = self.evaluate_ema(self.config.eval_episodes, f"epoch{self.epoch:04d}.mp4")

@@ -1,6 +1,7 @@
 """Generative objectives over action chunks, independent of any network.
 
-Each has `loss(net, x, cond, feature_loss=None) -> (loss, info)` and
+Each has `loss(net, x, cond, feature_loss=None, step=0) -> (loss, info)` (`step`, the training
+step, drives schedules such as MeanFlow's warm start; the others ignore it) and
 `sample(net, noise, cond, steps=None) -> x`; see `mp1.objectives.base` for the net contract.
 """
 

@@ -30,7 +30,7 @@ class ConsistencyFlow:
     sample_steps: int = 1
 
     def loss(
-        self, net: Net, x: torch.Tensor, cond: torch.Tensor, feature_loss: FeatureLoss | None = None
+        self, net: Net, x: torch.Tensor, cond: torch.Tensor, feature_loss: FeatureLoss | None = None, step: int = 0
     ) -> tuple[torch.Tensor, dict[str, float]]:
         noise = torch.randn_like(x)
         t = self.eps + (1 - self.eps) * torch.rand(x.shape[0], device=x.device)

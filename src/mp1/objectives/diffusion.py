@@ -36,7 +36,7 @@ class Diffusion:
         return DDPMScheduler(**settings), DDIMScheduler(**settings, set_alpha_to_one=True, steps_offset=0)
 
     def loss(
-        self, net: Net, x: torch.Tensor, cond: torch.Tensor, feature_loss: FeatureLoss | None = None
+        self, net: Net, x: torch.Tensor, cond: torch.Tensor, feature_loss: FeatureLoss | None = None, step: int = 0
     ) -> tuple[torch.Tensor, dict[str, float]]:
         noise = torch.randn_like(x)
         steps = torch.randint(0, self.num_train_steps, (x.shape[0],), device=x.device)

@@ -26,7 +26,7 @@ class FlowMatching:
     sample_steps: int = 1
 
     def loss(
-        self, net: Net, x: torch.Tensor, cond: torch.Tensor, feature_loss: FeatureLoss | None = None
+        self, net: Net, x: torch.Tensor, cond: torch.Tensor, feature_loss: FeatureLoss | None = None, step: int = 0
     ) -> tuple[torch.Tensor, dict[str, float]]:
         noise = torch.randn_like(x)
         t = logit_normal(x.shape[0], self.time_mean, self.time_std, x.device)

@@ -9,6 +9,15 @@ network `u(z, r, t | c)` is trained on the MeanFlow identity
 where the total derivative is one Jacobian-vector product with tangents (v, 0, 1) for
 (z, r, t). The right-hand side is the (stop-gradient) target. Sampling walks t = 1 -> 0:
 `z <- z - (t - r) u(z, r, t)`, so one step is `x = e - u(e, 0, 1)`.
+
+Levers from later one-step work, each off by default (MP1's recipe), docs/objectives.md:
+- `loss_space="v"` (Improved Mean Flows): the JVP runs along the network's own instantaneous
+  velocity `u(z, t, t)` instead of `v`, and the compound `u + (t - r) sg(du/dt)` is regressed on
+  `v`; the regression target no longer moves with the network.
+- `prediction="x"` (pixel MeanFlow): the network outputs a data-like `x(z, r, t)` and
+  `u = (z - x) / t`; the loss stays in velocity space, one step returns the network's `x`.
+- `warm_start_steps`: plain flow matching (r = t everywhere) first, the r != t pairs phased in.
+- `direction_weight`: a cosine term aligning the predicted and the target mean velocity.
 """
 
 from __future__ import annotations
@@ -51,25 +60,60 @@ class MeanFlow:
     # torch.autograd.functional.jvp (MP1's code), or central finite differences.
     jvp: Literal["forward", "double_backward", "finite_difference"] = "forward"
     finite_difference_eps: float = 1e-3
+    # "u": regress u on the MeanFlow target (MP1); "v": Improved Mean Flows' velocity loss.
+    loss_space: Literal["u", "v"] = "u"
+    # What the network outputs: the mean velocity u, or x with u = (z - x) / max(t, x_prediction_min_t).
+    prediction: Literal["u", "x"] = "u"
+    x_prediction_min_t: float = 0.05
+    # Flow-matching warm start: the fraction of r = t pairs falls linearly from 1 at step 0 to
+    # `equal_times_fraction` at this training step (0: no warm start).
+    warm_start_steps: int = 0
+    # Weight of 1 - cos(u, target), per sample over the whole chunk (0: off).
+    direction_weight: float = 0.0
     sample_steps: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.equal_times_fraction <= 1:
+            raise ValueError(f"equal_times_fraction must be in [0, 1], got {self.equal_times_fraction}")
+        if self.warm_start_steps < 0 or self.direction_weight < 0 or not 0 < self.x_prediction_min_t < 1:
+            raise ValueError("warm_start_steps and direction_weight must be >= 0, x_prediction_min_t in (0, 1)")
 
     @classmethod
     def from_preset(cls, name: Literal["mp1", "meanflow"], **overrides) -> "MeanFlow":
         return cls(**{**asdict(cls()), **MEANFLOW_PRESETS[name], **overrides})
 
-    def sample_times(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def equal_times_at(self, step: int) -> float:
+        """The fraction of r = t pairs at a training step (the warm start's schedule)."""
+        if step >= self.warm_start_steps:
+            return self.equal_times_fraction
+        return 1 - (1 - self.equal_times_fraction) * step / self.warm_start_steps
+
+    def sample_times(self, batch: int, device: torch.device, step: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         a = logit_normal(batch, self.time_mean, self.time_std, device)
         b = logit_normal(batch, self.time_mean, self.time_std, device)
         t, r = torch.maximum(a, b), torch.minimum(a, b)
-        equal = torch.rand(batch, device=device) < self.equal_times_fraction
+        equal = torch.rand(batch, device=device) < self.equal_times_at(step)
         return torch.where(equal, t, r), t
 
+    def velocity_net(self, net: Net) -> Net:
+        """The network as a mean-velocity predictor: itself, or u = (z - x) / t around an x-predictor."""
+        if self.prediction == "u":
+            return net
+
+        def mean_velocity(z, r, t, cond):
+            output = net(z, r, t, cond)
+            x, features = split_output(output)
+            u = (z - x) / per_sample(t.clamp_min(self.x_prediction_min_t), z)
+            return (u, features) if isinstance(output, tuple) else u
+
+        return mean_velocity
+
     def time_derivative(
-        self, net: Net, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, velocity: torch.Tensor
+        self, net: Net, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, tangent: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """Returns u(z, r, t | c), its total derivative d/dt u along `velocity`, and the
+        """Returns u(z, r, t | c), its total derivative d/dt u along `tangent` (for z; r and t move as 0 and 1), and the
         features of the (differentiable) forward pass that produced u."""
-        tangents = (velocity, torch.zeros_like(r), torch.ones_like(t))
+        tangents = (tangent, torch.zeros_like(r), torch.ones_like(t))
         if self.jvp == "forward":
             # Mixed precision: the autocast region is entered again inside the transformed function.
             # On CPU, autocast under forward-mode AD fails in 1x1 convolutions (torch 2.13), so there
@@ -94,49 +138,65 @@ class MeanFlow:
         u, features = split_output(net(z, r, t, cond))
         eps = self.finite_difference_eps
         with torch.no_grad():
-            ahead = prediction(net(z + eps * velocity, r, t + eps, cond))
-            behind = prediction(net(z - eps * velocity, r, t - eps, cond))
+            ahead = prediction(net(z + eps * tangent, r, t + eps, cond))
+            behind = prediction(net(z - eps * tangent, r, t - eps, cond))
         return u, (ahead - behind) / (2 * eps), features
 
     def regression_target(
-        self, net: Net, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, velocity: torch.Tensor
+        self, net: Net, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
+        velocity: torch.Tensor, tangent: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """u(z, r, t | c) and its stop-gradient target `velocity - (t - r) d/dt u`."""
-        u, dudt, features = self.time_derivative(net, z, r, t, cond, velocity)
+        """u(z, r, t | c) and its stop-gradient target `velocity - (t - r) d/dt u`, the total
+        derivative taken along `tangent`. Regressing u on it is the same as regressing the
+        compound `u + (t - r) sg(d/dt u)` on `velocity`: the v-loss view of Improved Mean Flows."""
+        u, dudt, features = self.time_derivative(net, z, r, t, cond, tangent)
         return u, (velocity - per_sample(t - r, z) * dudt).detach(), features
 
     def loss(
-        self, net: Net, x: torch.Tensor, cond: torch.Tensor, feature_loss: FeatureLoss | None = None
+        self, net: Net, x: torch.Tensor, cond: torch.Tensor, feature_loss: FeatureLoss | None = None, step: int = 0
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        net = self.velocity_net(net)
         batch = x.shape[0]
         noise = torch.randn_like(x)
-        r, t = self.sample_times(batch, x.device)
+        r, t = self.sample_times(batch, x.device, step)
         z = (1 - per_sample(t, x)) * x + per_sample(t, x) * noise
         velocity = noise - x
 
         if self.guidance == "cfg":
             dropped = torch.rand(batch, device=x.device) < self.cond_dropout
             cond = torch.where(dropped[:, None], torch.zeros_like(cond), cond)
-        if self.guidance != "none":
-            guide_cond = torch.zeros_like(cond) if self.guidance == "cfg" else cond
+        u_instant = None  # u(z, t, t | c), for self-guidance and the v-loss
+        if self.guidance == "self" or self.loss_space == "v":
             with torch.no_grad():
-                u_instant = prediction(net(z, t, t, guide_cond))
-            guided = self.guidance_weight * velocity + (1 - self.guidance_weight) * u_instant
+                u_instant = prediction(net(z, t, t, cond))
+        if self.guidance != "none":
+            if self.guidance == "cfg":
+                with torch.no_grad():
+                    u_guide = prediction(net(z, t, t, torch.zeros_like(cond)))
+            else:
+                u_guide = u_instant
+            guided = self.guidance_weight * velocity + (1 - self.guidance_weight) * u_guide
             velocity = torch.where(per_sample(dropped, x), velocity, guided) if self.guidance == "cfg" else guided
 
-        u, target, features = self.regression_target(net, z, r, t, cond, velocity)
+        # The JVP's z-tangent: the (guided) conditional velocity, or the network's own (v-loss).
+        tangent = velocity if self.loss_space == "u" else u_instant
+        u, target, features = self.regression_target(net, z, r, t, cond, velocity, tangent)
         squared = (u - target).pow(2).flatten(1)
         error = squared.mean(1) if self.error_reduction == "mean" else squared.sum(1)
         weight = (error.detach() + self.adaptive_weight_eps).pow(-self.adaptive_weight_power)
         loss = (weight * error).mean()
 
         info = {"loss_meanflow": loss.item(), "mse": squared.mean().item()}
+        if self.direction_weight > 0:
+            misalignment = 1 - torch.nn.functional.cosine_similarity(u.flatten(1), target.flatten(1), dim=1)
+            loss = loss + self.direction_weight * misalignment.mean()
+            info["misalignment"] = misalignment.mean().item()
         loss = add_feature_loss(loss, info, features, feature_loss)
         info["loss"] = loss.item()
         return loss, info
 
     def sample(self, net: Net, noise: torch.Tensor, cond: torch.Tensor, steps: int | None = None) -> torch.Tensor:
-        return walk_noise_to_data(net, noise, cond, steps or self.sample_steps, mean_velocity=True)
+        return walk_noise_to_data(self.velocity_net(net), noise, cond, steps or self.sample_steps, mean_velocity=True)
 
 
 MEANFLOW_PRESETS: dict[str, dict] = {

@@ -97,12 +97,12 @@ class Policy(nn.Module):
         """The objective's view of the UNet; it hands out features when a feature loss is on."""
         return self.unet(z, r, t, cond, return_features=self.training and self.config.dispersive.enabled)
 
-    def compute_loss(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    def compute_loss(self, batch: Mapping[str, Any], step: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
         obs = self.validate_obs(batch["obs"])
         action = self._as_tensor("action", batch["action"], (self.config.horizon, self.config.action_dim))
         cond = self.encode(obs)
         feature_loss = self.config.dispersive if self.config.dispersive.enabled else None
-        return self.objective.loss(self.net, self.normalizer.normalize("action", action), cond, feature_loss)
+        return self.objective.loss(self.net, self.normalizer.normalize("action", action), cond, feature_loss, step)
 
     def predict_action(
         self, obs: Mapping[str, Any], steps: int | None = None, generator: torch.Generator | None = None
