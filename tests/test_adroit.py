@@ -22,20 +22,21 @@ from mp1.envs.adroit import (
     TASKS,
     AdroitEnv,
     episode_success,
-    expert_cache_dir,
 )
-from mp1.envs.adroit_experts import EXPERT_TASKS, ExpertFileError, import_experts, read_dapg_pickle
+from mp1.envs.adroit_experts import (
+    EXPERT_TASKS,
+    PACKAGED_EXPERTS,
+    ExpertFileError,
+    expert_cache_dir,
+    import_experts,
+    read_dapg_pickle,
+)
 from mp1.evaluate import DP3_EPISODE_STEPS
 
-# The DAPG pickles and our reference conversion, in the shared/ folder beside the checkout
-# (present in CI, where their absence is a failure; users fetch hand_dapg instead).
-EXPERT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "adroit_experts"
-RAW = EXPERT_DATA / "dapg_raw"
-if not RAW.is_dir() and os.environ.get("CI"):
-    raise RuntimeError(f"CI needs the DAPG reference data at {EXPERT_DATA}")
-needs_expert_data = pytest.mark.skipif(
-    not RAW.is_dir(), reason=f"DAPG reference data not found at {EXPERT_DATA}"
-)
+# The original DAPG pickles (Apache-2.0, tests/data/dapg_raw/README.md); the package ships our
+# conversion of them.
+RAW = Path(__file__).resolve().parent / "data" / "dapg_raw"
+
 
 # What each task's cloud must show: (kind, name) of a model body or site on or near a surface.
 OBJECTS = {
@@ -49,8 +50,6 @@ HAND_IN_FULL_STATE = {"door": slice(3, 27), "hammer": slice(2, 26), "pen": slice
 
 @pytest.fixture(scope="module")
 def expert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not RAW.is_dir():
-        pytest.skip(f"DAPG reference data not found at {EXPERT_DATA}")
     dest = tmp_path_factory.mktemp("experts")
     import_experts(RAW, dest)
     return dest
@@ -76,12 +75,11 @@ class _Reduce:
 # --------------------------------------------------------------------------------------------
 
 
-@needs_expert_data
 def test_import_reproduces_reference_arrays(expert_dir: Path) -> None:
     manifest = json.loads((expert_dir / "manifest.json").read_text())
     for task in EXPERT_TASKS:
         ours = np.load(expert_dir / f"dapg_{task}_policy.npz", allow_pickle=False)
-        reference = np.load(EXPERT_DATA / f"dapg_{task}_policy.npz", allow_pickle=False)
+        reference = np.load(PACKAGED_EXPERTS / f"dapg_{task}_policy.npz", allow_pickle=False)
         assert sorted(ours.files) == sorted(reference.files)
         for key in reference.files:
             assert ours[key].dtype == reference[key].dtype, key
@@ -93,7 +91,6 @@ def test_import_reproduces_reference_arrays(expert_dir: Path) -> None:
     assert "mjrl" not in sys.modules
 
 
-@needs_expert_data
 def test_import_from_hand_dapg_clone_layout(tmp_path: Path) -> None:
     policies = tmp_path / "hand_dapg" / "dapg" / "policies"
     policies.mkdir(parents=True)
@@ -104,7 +101,6 @@ def test_import_from_hand_dapg_clone_layout(tmp_path: Path) -> None:
     assert sorted(p.name for p in dest.iterdir()) == ["dapg_pen_policy.npz", "manifest.json"]
 
 
-@needs_expert_data
 def test_truncated_pickle_is_rejected_and_nothing_written(tmp_path: Path) -> None:
     data = (RAW / "hammer-v0_policy.pickle").read_bytes()
     for cut in (1, 200, len(data) // 2, len(data) - 3):
@@ -164,15 +160,25 @@ def test_foreign_files_are_rejected(tmp_path: Path, payload: bytes) -> None:
         read_dapg_pickle(path)
 
 
-def test_expert_cache_dir_and_missing_expert_hint(
+def test_expert_lookup_prefers_an_import_over_the_packaged_copy(
     make_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("MP1_HOME", raising=False)
     assert expert_cache_dir() == Path.home() / ".cache" / "mp1" / "experts"
     monkeypatch.setenv("MP1_HOME", str(tmp_path))
     assert expert_cache_dir() == tmp_path / "experts"
+    # Nothing imported: the copy that ships with mp1, which works right after install.
     env = make_env("door", num_points=64, image_size=32)
-    assert env.expert_path == tmp_path / "experts" / "dapg_door_policy.npz"
+    assert env.expert_path == PACKAGED_EXPERTS / "dapg_door_policy.npz"
+    env.reset()
+    assert env.expert_action().shape == (28,)
+    # An import (re-derived from hand_dapg) takes precedence.
+    import_experts(RAW, tmp_path / "experts")
+    assert make_env("door", num_points=64, image_size=32).expert_path == tmp_path / "experts" / "dapg_door_policy.npz"
+
+
+def test_missing_expert_file_says_how_to_import(make_env, tmp_path: Path) -> None:
+    env = make_env("door", num_points=64, image_size=32, expert=tmp_path)
     env.reset()
     with pytest.raises(FileNotFoundError, match="mp1 adroit import-experts"):
         env.expert_action()
@@ -266,7 +272,6 @@ def test_seed_determinism(make_env, task: str) -> None:
     plain.close()
 
 
-@needs_expert_data
 @pytest.mark.parametrize("task", ["door", "hammer"])
 def test_expert_solves_seeded_episodes(make_env, expert_dir: Path, task: str) -> None:
     env = make_env(task, seed=0, expert=expert_dir)

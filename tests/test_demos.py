@@ -74,12 +74,7 @@ def test_cli_demos_and_viz(tmp_path):
 
 
 def test_adroit_demo_store(tmp_path, monkeypatch):
-    from test_adroit import RAW
-
-    from mp1.envs.adroit_experts import import_experts
-
-    monkeypatch.setenv("MP1_HOME", str(tmp_path / "home"))
-    import_experts(RAW)
+    monkeypatch.setenv("MP1_HOME", str(tmp_path / "home"))  # nothing imported: the packaged experts
     generate_task_demos("adroit/door", tmp_path / "door.zarr", DemoConfig(episodes=1, steps_after_success=2))
     store = load_store(tmp_path / "door.zarr", keys=KEYS)
     assert store.attrs["success_min_steps"] == 25 and store.attrs["observation"]["image_size"] == 84

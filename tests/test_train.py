@@ -140,12 +140,7 @@ def test_bad_overrides_give_one_line_errors(tmp_path, override, message):
 
 
 def test_adroit_trains_and_evaluates_with_no_other_change(tmp_path, monkeypatch):
-    from test_adroit import RAW
-
-    from mp1.envs.adroit_experts import import_experts
-
-    monkeypatch.setenv("MP1_HOME", str(tmp_path / "home"))
-    import_experts(RAW)
+    monkeypatch.setenv("MP1_HOME", str(tmp_path / "home"))  # nothing imported: the packaged experts
     config = parse_overrides(
         TINY + ["task=adroit/hammer", "demos=1", f"data_dir={tmp_path / 'demos'}", f"run_dir={tmp_path / 'run'}",
                 "epochs=1", "eval_every=0", "final_eval_episodes=1", "eval_max_steps=5"]

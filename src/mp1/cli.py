@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     adroit = commands.add_parser("adroit", help="Adroit set-up").add_subparsers(dest="adroit", required=True, metavar="ACTION")
     experts = adroit.add_parser(
-        "import-experts", help="convert the public DAPG expert policies (hand_dapg) into the cache the demos use"
+        "import-experts", help="re-derive the packaged DAPG expert policies from hand_dapg's pickles (an import takes precedence)"
     )
     experts.add_argument("source", help="a clone of aravindr93/hand_dapg, or a folder of its *-v0.pickle files")
     experts.add_argument("--dest", help="cache folder (default: $MP1_HOME/experts or ~/.cache/mp1/experts)")

@@ -70,7 +70,12 @@ import gymnasium as gym
 import numpy as np
 import numpy.typing as npt
 
-from mp1.envs.adroit_experts import DapgPolicy, ExpertFileError, expert_cache_dir, expert_file_name
+from mp1.envs.adroit_experts import (
+    DapgPolicy,
+    ExpertFileError,
+    default_expert_file,
+    expert_file_name,
+)
 from mp1.envs.base import PointCloudEnv
 from mp1.envs.pointcloud import look_at_quat
 
@@ -139,7 +144,8 @@ class AdroitEnv(PointCloudEnv):
         max_episode_steps: truncation limit; default gymnasium-robotics' registered horizon
             (200 for all three tasks, as mj_envs' door and hammer; its pen had 100).
         expert: the imported DAPG policy: an ``.npz`` file, or a folder holding
-            ``dapg_<task>_policy.npz``; default :func:`expert_cache_dir`. Read on the first
+            ``dapg_<task>_policy.npz``; default: one imported into :func:`expert_cache_dir`,
+            else the copy that ships with mp1. Read on the first
             :meth:`expert_action` call, so the environment works without it.
     """
 
@@ -196,7 +202,9 @@ class AdroitEnv(PointCloudEnv):
         return np.clip(self._expert(self.full_state), -1.0, 1.0).astype(np.float32)
 
     def _expert_file(self, expert: str | Path | None) -> Path:
-        path = expert_cache_dir() if expert is None else Path(expert).expanduser()
+        if expert is None:
+            return default_expert_file(self.task)
+        path = Path(expert).expanduser()
         return path if path.suffix == ".npz" else path / expert_file_name(self.task)
 
     def _load_expert(self) -> DapgPolicy:

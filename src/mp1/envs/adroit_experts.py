@@ -82,6 +82,17 @@ def expert_cache_dir() -> Path:
     return root / "experts"
 
 
+# The converted experts that ship with mp1 (Apache-2.0, NOTICE and LICENSE beside them).
+PACKAGED_EXPERTS = Path(__file__).resolve().parent / "experts"
+
+
+def default_expert_file(task: str) -> Path:
+    """The expert used when none is named: one imported into :func:`expert_cache_dir` (the
+    user re-derived or replaced it) wins over the packaged copy."""
+    imported = expert_cache_dir() / expert_file_name(task)
+    return imported if imported.is_file() else PACKAGED_EXPERTS / expert_file_name(task)
+
+
 def expert_file_name(task: str) -> str:
     """The npz that :func:`import_experts` writes for ``task``."""
     return f"dapg_{task}_policy.npz"
