@@ -27,14 +27,19 @@ def data_dir(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("policy", ["mp1", "flowpolicy", "dp3"])
+@pytest.mark.parametrize("policy", ["mp1", "mp1-tuned", "flowpolicy", "dp3"])
 def test_tiny_end_to_end_run(tmp_path, data_dir, policy):
+    eval_jobs = 2 if policy == "mp1-tuned" else 1  # rollouts in processes, from a temporary policy file
     config = parse_overrides(
         TINY + [f"policy={policy}", f"data_dir={data_dir}", f"run_dir={tmp_path / 'run'}", "epochs=2",
-                "eval_every=1", "eval_episodes=1", "final_eval_episodes=1", "eval_max_steps=12"]
+                "eval_every=1", "eval_episodes=1", "final_eval_episodes=1", "eval_max_steps=12", f"eval_jobs={eval_jobs}"]
     )
     summary = Trainer(config).train()
     run = tmp_path / "run"
+    assert not (run / "eval" / "policy_under_eval.pt").exists()
+    assert config.lr == (3e-4 if policy == "mp1-tuned" else 1e-4)  # the policy's recipe, recorded
+    assert "DP3: mean of all 2 periodic evaluations" in (run / "report.md").read_text()
+    assert all(e["train_seconds"] > 0 for e in summary["periodic_evaluations"])
     for name in ("config.yaml", "metrics.jsonl", "final.json", "report.md", "learning_curve.png",
                  "policy_latest.pt", "policy_best.pt", "checkpoints/latest.pt", "eval/final_episodes.json"):
         assert (run / name).exists(), name

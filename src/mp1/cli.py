@@ -1,19 +1,67 @@
-"""The `mp1` command."""
+"""The `mp1` command. Heavy modules (torch, simulators, plotting) are imported inside the
+commands, so that `mp1 --help` and every `mp1 COMMAND --help` answer at once."""
 
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib.util
+import io
 import json
 import sys
+import tokenize
 from pathlib import Path
 
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException as OmegaConfError
-
 import mp1
-from mp1.data.demos import DemoGenerationError
-from mp1.evaluate import DP3_EPISODE_STEPS
-from mp1.sweep import SweepError
+
+# The evaluation length (mp1.evaluate.DP3_EPISODE_STEPS, checked by the tests), kept here so
+# that building the parser imports nothing heavy.
+EPISODE_STEPS = 200
+# Task sets (mp1.envs.task_sets, checked by the tests), for the help texts.
+TASK_SETS = "all34, metaworld34, easy, medium, hard, very_hard, metaworld50, adroit3, all37, cpu-suite"
+
+
+def settings_help(module: str, class_name: str, names: dict[str, object] | None = None) -> str:
+    """One line per field of a config dataclass, `name = default  meaning`, read from its source
+    (the comment beside a field, or the block above one that has none; a block above a field
+    with its own comment is a section heading) without importing the module. `names` gives the
+    values of constants that defaults refer to."""
+    source = Path(importlib.util.find_spec(module).origin).read_text()
+    comments = {
+        token.start[0]: token.string.lstrip("#").strip()
+        for token in tokenize.generate_tokens(io.StringIO(source).readline) if token.type == tokenize.COMMENT
+    }
+    config = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == class_name)
+    lines = []
+    for node in config.body:
+        if not isinstance(node, ast.AnnAssign):
+            continue
+        above, line = [], node.lineno - 1
+        while line in comments and comments[line] and source.splitlines()[line - 1].lstrip().startswith("#"):
+            above.insert(0, comments[line])
+            line -= 1
+        meaning = comments.get(node.lineno) or " ".join(above)
+        if above and node.lineno in comments:
+            lines.append(f"  # {' '.join(above)}")
+        default = ast.unparse(node.value)
+        if isinstance(node.value, ast.Name) and default in (names or {}):
+            default = repr(names[default])
+        if isinstance(node.value, ast.Call) and getattr(node.value.func, "id", "") == "field":
+            factory = next(k.value for k in node.value.keywords if k.arg == "default_factory")
+            default = {"dict": "{}", "list": "[]"}.get(ast.unparse(factory), ast.unparse(factory))
+        lines.append(f"  {node.target.id + ' = ' + default:<40} {meaning}")
+    return "\n".join(lines)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors a user can cause: reported as one `mp1: error:` line. Their modules are loaded by
+    then, so importing them here costs nothing."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from mp1.data.demos import DemoGenerationError
+    from mp1.sweep import SweepError
+
+    return ValueError, FileNotFoundError, DemoGenerationError, OmegaConfBaseException, SweepError
 
 
 def cmd_toy(args: argparse.Namespace) -> None:
@@ -23,6 +71,8 @@ def cmd_toy(args: argparse.Namespace) -> None:
     import matplotlib.pyplot as plt
     import torch
     from tqdm import tqdm
+
+    from mp1.progress import progress_bar
 
     from mp1.objectives import ConsistencyFlow, Diffusion, FlowMatching, MeanFlow
     from mp1.toy import evaluate_toy, train_toy
@@ -36,7 +86,7 @@ def cmd_toy(args: argparse.Namespace) -> None:
         ("DDIM, 10 steps", Diffusion(), 10),
     ]
     figure, axes = plt.subplots(1, len(runs), figsize=(4 * len(runs), 4.2))
-    for ax, (title, objective, steps) in zip(axes, tqdm(runs, desc="training on the toy", unit="objective")):
+    for ax, (title, objective, steps) in zip(axes, progress_bar(runs, desc="training on the toy", unit="objective")):
         net, mixture = train_toy(objective, steps=args.steps, lr=args.lr, seed=args.seed)
         fraction, points, labels = evaluate_toy(objective, net, mixture, steps=steps)
         tqdm.write(f"{title:<36} {100 * fraction:5.1f}% of samples on a mode of their condition")
@@ -95,9 +145,19 @@ def cmd_viz(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from mp1.evaluate import dp3_protocol_label
     from mp1.train import Trainer, parse_overrides
 
     config = parse_overrides(args.overrides)
+    if args.show_config:
+        from omegaconf import OmegaConf
+
+        from mp1.policies import make_config
+        from mp1.policies.config import config_to_dict
+
+        policy = config_to_dict(make_config(config.policy, config.preset, config.model))
+        print(OmegaConf.to_yaml({**OmegaConf.to_container(OmegaConf.structured(config)), "model": policy}), end="")
+        return
     summary = Trainer(config).train()
     print(f"run folder: {config.run_path}")
     if "strict_protocol" in summary:
@@ -108,7 +168,8 @@ def cmd_train(args: argparse.Namespace) -> None:
             f"latency p50 {strict['latency_p50_ms']:.2f} ms, p99 {strict['latency_p99_ms']:.2f} ms on {strict['device']}"
         )
     if summary["periodic_evaluations"]:
-        print(f"DP3 protocol (mean of 5 best periodic evaluations): {100 * summary['dp3_protocol_success']:.1f}%")
+        label = dp3_protocol_label(len(summary["periodic_evaluations"]))
+        print(f"DP3 protocol ({label}): {100 * summary['dp3_protocol_success']:.1f}%")
     print(f"report: {config.run_path / 'report.md'}")
 
 
@@ -154,6 +215,8 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
+    from omegaconf import OmegaConf
+
     from mp1.sweep import sweep
 
     options = dict(OmegaConf.to_container(OmegaConf.from_dotlist(args.slurm)))
@@ -161,9 +224,19 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mp1", description=mp1.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="mp1", description=mp1.__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"mp1 {mp1.__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    class Commands:  # every sub-command shows its defaults
+        @staticmethod
+        def add_parser(*args, **kwargs):
+            kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+            return subparsers.add_parser(*args, **kwargs)
+
+    commands = Commands()
 
     toy = commands.add_parser("toy", help="train the objectives on a 2-D bimodal toy and plot one-step samples")
     toy.add_argument("--out", default="outputs/toy.png", help="PNG to write")
@@ -187,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     latency.add_argument("--json", action="store_true", help="print one JSON object")
     latency.set_defaults(func=cmd_bench_latency)
     demos = commands.add_parser("demos", help="generate scripted-expert demonstrations (DP3 zarr layout)")
-    demos.add_argument("envs", nargs="+", help="e.g. metaworld/button-press, or a set: all34, easy, medium, hard, very_hard")
+    demos.add_argument("envs", nargs="+", help=f"e.g. metaworld/button-press, adroit/door, or a set: {TASK_SETS}")
     demos.add_argument("--episodes", type=int, default=10, help="successful episodes to keep per task")
     demos.add_argument("--seed", type=int, default=0)
     demos.add_argument("--out", help="store path (one task only)")
@@ -200,10 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train", help="train a policy: mp1 train policy=mp1 task=metaworld/button-press preset=cpu seed=0 demos=10",
-        description="Overrides are key=value (see mp1.train.TrainConfig); policy config overrides go under "
-        "model., e.g. model.dispersive.weight=0. Re-running the same command resumes an interrupted run.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Trains, evaluates and reports one run. Re-running the same command resumes an interrupted "
+        "run.\n\nsettings (key=value, default, meaning):\n" + settings_help("mp1.train", "TrainConfig", {"DP3_EPISODE_STEPS": EPISODE_STEPS})
+        + "\n\nPolicy settings go under model., e.g. model.dispersive.weight=0; --show-config lists them all.",
     )
     train.add_argument("overrides", nargs="*", help="key=value")
+    train.add_argument("--show-config", action="store_true", help="print the resolved settings, policy's included, and exit")
     train.set_defaults(func=cmd_train)
 
     evaluate = commands.add_parser("eval", help="success rate (strict protocol) and latency of a run or policy file")
@@ -213,8 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--jobs", type=int, default=1, help="parallel rollout processes")
     evaluate.add_argument("--task", help="environment name, when the policy file does not record it")
     evaluate.add_argument(
-        "--max-steps", type=int, default=DP3_EPISODE_STEPS,
-        help=f"episode length ({DP3_EPISODE_STEPS}: DP3's Meta-World length, Adroit's horizon; 0: the env's own)",
+        "--max-steps", type=int, default=EPISODE_STEPS,
+        help=f"episode length ({EPISODE_STEPS}: DP3's Meta-World length, Adroit's horizon; 0: the env's own)",
     )
     evaluate.add_argument("--video", action="store_true", help="write a video of the first episode")
     evaluate.add_argument("--out", help="folder for results (default: <run>/eval)")
@@ -264,5 +340,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, DemoGenerationError, OmegaConfError, SweepError) as error:  # and ExpertFileError
-        sys.exit(f"mp1: error: {error}")
+    except Exception as error:
+        if isinstance(error, user_errors()):  # ExpertFileError and PolicyFileError are ValueErrors
+            sys.exit(f"mp1: error: {error}")
+        raise

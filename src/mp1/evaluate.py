@@ -21,10 +21,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
 from mp1.envs import make_env
 from mp1.policies import Policy
+from mp1.progress import progress_bar
 
 # DP3's Meta-World episode length; also the registered horizon of all three Adroit v1 tasks
 # (docs/adroit.md), so one length serves both suites.
@@ -166,7 +165,7 @@ def evaluate(
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
     seeds = [seed + i for i in range(episodes)]
-    with tqdm(total=episodes, unit="episode", desc=f"eval {env_name}", disable=not show_progress, leave=False) as bar:
+    with progress_bar(total=episodes, unit="episode", desc=f"eval {env_name}", disable=not show_progress, leave=False) as bar:
         if jobs <= 1:
             loaded = policy if isinstance(policy, Policy) else Policy.load(policy)
             successes, lengths, latencies = run_episodes(loaded, env_name, seeds, video_path, bar.update, env_kwargs)
@@ -215,9 +214,19 @@ def observation_settings(store_attrs: dict[str, Any], point_cloud_shape: tuple[i
     return settings
 
 
-def dp3_protocol(periodic_success_rates: list[float], top: int = 5) -> float:
+DP3_TOP_EVALUATIONS = 5
+
+
+def dp3_protocol(periodic_success_rates: list[float], top: int = DP3_TOP_EVALUATIONS) -> float:
     """DP3's reported number: the mean of the `top` best periodic evaluations (optimistic:
     it picks the best checkpoints after the fact)."""
     if not periodic_success_rates:
         return float("nan")
     return float(np.mean(sorted(periodic_success_rates, reverse=True)[:top]))
+
+
+def dp3_protocol_label(evaluations: int, top: int = DP3_TOP_EVALUATIONS) -> str:
+    """What `dp3_protocol` averaged, e.g. "mean of the 5 best of 15 periodic evaluations"."""
+    if evaluations <= top:
+        return f"mean of all {evaluations} periodic evaluation{'s' if evaluations != 1 else ''} (DP3 takes the {top} best)"
+    return f"mean of the {top} best of {evaluations} periodic evaluations"

@@ -39,6 +39,8 @@ def plot_learning_curve(run: Path, out: Path) -> Path:
 
 
 def write_run_report(run: str | Path) -> Path:
+    from mp1.evaluate import dp3_protocol_label
+
     run = Path(run)
     final = json.loads((run / "final.json").read_text())
     plot_learning_curve(run, run / "learning_curve.png")
@@ -59,7 +61,7 @@ def write_run_report(run: str | Path) -> Path:
     periodic = final["periodic_evaluations"]
     if periodic:
         lines.append(
-            f"| DP3: mean of the 5 best periodic evaluations | {100 * final['dp3_protocol_success']:.1f}% | "
+            f"| DP3: {dp3_protocol_label(len(periodic))} | {100 * final['dp3_protocol_success']:.1f}% | "
             f"{len(periodic)} evaluations of {periodic[0]['episodes']} episodes (optimistic: best checkpoints picked afterwards) |"
         )
     if strict:
@@ -201,7 +203,7 @@ def write_sweep_report(root: str | Path, out_dir: str | Path | None = None) -> P
 
     lines = [f"# Sweep report: {root}", "", "Success in %, mean ± std over seeds (n = runs; in group rows over tasks, "
              "n = tasks). **strict**: final EMA checkpoint on fixed-seed episodes. **DP3**: mean of the 5 best periodic "
-             "evaluations (optimistic; – when a run made none). Strict episodes per run: "
+             "evaluations, of all when a run made fewer (optimistic; – when a run made none). Strict episodes per run: "
              f"{', '.join(str(e) for e in sorted({r['episodes'] for r in rows}))}.", ""]
     # (row name, group, {label: "strict | DP3" cells}): the tasks, then the groups' means over tasks.
     both = lambda strict, dp3: f"{cell(strict)} | {cell(dp3)}"

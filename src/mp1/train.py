@@ -28,45 +28,43 @@ from mp1.envs import resolve_env_names
 from mp1.evaluate import DP3_EPISODE_STEPS, EvalResult, dp3_protocol, evaluate, observation_settings
 from mp1.policies import POLICY_NAMES, PRESETS, Policy, make_config
 from mp1.policies.policy import atomic_torch_save
+from mp1.progress import progress_bar
 from mp1.report import write_run_report
 
 
 @dataclass
 class TrainConfig:
-    policy: str = "mp1"
-    task: str = "metaworld/button-press"
-    preset: str = "cpu"
-    seed: int = 0
-    # Demonstrations: `demos` successful expert episodes drawn with `demo_seed`.
-    demos: int = 10
-    demo_seed: int = 0
-    data_dir: str = "data/demos"
+    policy: str = "mp1"  # mp1, mp1-tuned, flowpolicy, dp3 or flowmatching
+    task: str = "metaworld/button-press"  # metaworld/<task> or adroit/<door|hammer|pen>
+    preset: str = "cpu"  # network scale: cpu (5.5 M parameters) or paper (255 M)
+    seed: int = 0  # seeds weights, batches, noise and the periodic evaluations' policy noise
+    demos: int = 10  # expert episodes to train on (generated when missing)
+    demo_seed: int = 0  # seed of the demonstration episodes
+    data_dir: str = "data/demos"  # where demonstration stores are kept
     data_path: str = ""  # an existing store to train on instead (e.g. made by DP3's scripts)
     run_dir: str = ""  # default: runs/<task>/<policy>-<preset>-seed<seed>
-    epochs: int = 100
-    batch_size: int = 128
-    lr: Optional[float] = None  # None: the policy's recipe (its config's `train_lr`)
-    betas: tuple[float, float] = (0.95, 0.999)
-    weight_decay: float = 1e-6
-    warmup_steps: int = 500
+    epochs: int = 100  # passes over the demonstration windows
+    batch_size: int = 128  # windows per step
+    lr: Optional[float] = None  # AdamW learning rate; None: the policy's recipe (its config's `train_lr`)
+    betas: tuple[float, float] = (0.95, 0.999)  # AdamW betas
+    weight_decay: float = 1e-6  # AdamW weight decay
+    warmup_steps: int = 500  # linear warm-up, then cosine decay to the planned last step
     grad_clip: float = 0.0  # max gradient norm; 0 disables clipping
     ema_decay: float = 0.9999  # the EMA warms up: decay_k = min(ema_decay, 1 - (1 + k)^-ema_power)
-    ema_power: float = 0.75
+    ema_power: float = 0.75  # the EMA warm-up's power
     # Periodic rollouts (every `eval_every` epochs, 0 disables) and the final strict evaluation.
-    eval_every: int = 20
-    eval_episodes: int = 20
-    final_eval_episodes: int = 100
-    eval_seed: int = 1000
+    eval_every: int = 20  # epochs between periodic evaluations of the EMA weights (0: none)
+    eval_episodes: int = 20  # episodes per periodic evaluation
+    final_eval_episodes: int = 100  # strict protocol: fixed-seed episodes of the final EMA weights (0: skip)
+    eval_seed: int = 1000  # episode i uses environment seed eval_seed + i
     eval_max_steps: int = DP3_EPISODE_STEPS  # DP3's Meta-World length, Adroit's horizon; 0: the env's own limit
-    eval_jobs: int = 1
-    video: bool = True
-    checkpoint_every: int = 5  # epochs
+    eval_jobs: int = 1  # rollout processes
+    video: bool = True  # write a video of the first episode of each evaluation
+    checkpoint_every: int = 5  # epochs between resumable checkpoints
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
-    device: str = "auto"
-    # "bf16": the loss's forward passes under torch.autocast (weights and optimiser stay float32).
-    precision: str = "fp32"
-    # Overrides of the policy config, e.g. {"dispersive": {"weight": 0.0}} (CLI: model.dispersive.weight=0).
-    model: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"  # auto (CUDA when available), cpu, cuda or cuda:N
+    precision: str = "fp32"  # fp32, or bf16: the loss's forward passes under autocast (weights, optimiser fp32)
+    model: dict[str, Any] = field(default_factory=dict)  # policy settings, e.g. model.dispersive.weight=0 (see --show-config)
 
     def validate(self) -> None:
         if self.policy not in POLICY_NAMES:
@@ -267,7 +265,7 @@ class Trainer:
             truncate_metrics(self.run / "metrics.jsonl", self.step)
         (self.run / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(self.config)))
         self.writer = SummaryWriter(str(self.run / "tb"))
-        bar = tqdm(total=self.total_steps, initial=self.step, unit="step", desc=f"train {self.config.policy}", dynamic_ncols=True)
+        bar = progress_bar(total=self.total_steps, initial=self.step, unit="step", desc=f"train {self.config.policy}", dynamic_ncols=True)
         try:
             while self.epoch < self.config.epochs:
                 self.train_epoch(bar)
@@ -311,16 +309,18 @@ class Trainer:
     def evaluate_ema(self, episodes: int, video_name: str | None) -> tuple[dict[str, Any], EvalResult]:
         self.ema.copy_to(self.ema_policy.parameters())
         video = str(self.run / "eval" / video_name) if video_name and self.config.video else None
+        # Rollout processes load the policy from a file, removed once they are done.
+        path = self.run / "eval" / "policy_under_eval.pt"
         if self.config.eval_jobs > 1:
-            path = self.run / "eval" / "policy_under_eval.pt"
             self.ema_policy.save(path, extra=self.policy_extra())
-            jobs, policy = self.config.eval_jobs, path
-        else:
-            jobs, policy = 1, self.ema_policy
-        result = evaluate(
-            policy, self.config.task, episodes, self.config.eval_seed, jobs, video, self.config.eval_max_steps,
-            observation=self.observation,
-        )
+        try:
+            result = evaluate(
+                path if self.config.eval_jobs > 1 else self.ema_policy, self.config.task, episodes,
+                self.config.eval_seed, self.config.eval_jobs, video, self.config.eval_max_steps,
+                observation=self.observation,
+            )
+        finally:
+            path.unlink(missing_ok=True)
         record = {"epoch": self.epoch, "step": self.step, "train_seconds": self.train_seconds, **result.summary()}
         return record, result
 
@@ -337,7 +337,7 @@ class Trainer:
         )
 
     def final_eval(self) -> dict[str, Any]:
-        """Both protocols, labelled: DP3's (mean of the 5 best periodic evaluations) and the
+        """Both protocols, labelled: DP3's (mean of the best periodic evaluations) and the
         strict one (the final EMA weights over many fixed-seed episodes)."""
         summary: dict[str, Any] = {
             "task": self.config.task, "policy": self.config.policy, "preset": self.config.preset,

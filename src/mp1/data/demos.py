@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from tqdm import tqdm
-
 from mp1.data.store import load_store, write_store
 from mp1.envs import make_env
+from mp1.progress import progress_bar
 
 
 class DemoGenerationError(RuntimeError):
@@ -160,7 +159,7 @@ def generate_demos(
             check_existing_store(path, name, config)
     results = [DemoResult(n, str(p), config.episodes, 0, 0, skipped=True) for n, p in paths.items() if p.exists()]
     todo = [name for name, path in paths.items() if not path.exists()]
-    with tqdm(total=len(todo) * config.episodes, unit="demo", desc="expert demos") as bar:
+    with progress_bar(total=len(todo) * config.episodes, unit="demo", desc="expert demos") as bar:
         if jobs <= 1 or len(todo) <= 1:
             for name in todo:
                 bar.set_postfix_str(name)

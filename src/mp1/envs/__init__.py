@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes.util
+import difflib
 import os
 from typing import Any
 
@@ -21,6 +22,13 @@ def choose_gl_backend() -> str:
 choose_gl_backend()
 
 SUITES = ("metaworld", "adroit")
+
+
+def unknown_name(kind: str, name: str, valid: list[str] | tuple[str, ...]) -> ValueError:
+    """The error for a name not in `valid`, suggesting the closest valid names."""
+    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return ValueError(f"unknown {kind} {name!r}{hint} Valid: {', '.join(valid)}")
 
 
 def make_env(name: str, seed: int = 0, **kwargs: Any) -> gym.Env:
@@ -64,7 +72,7 @@ def resolve_env_names(specs: list[str]) -> list[str]:
         for name in sets.get(spec, [spec]):
             suite, _, task = name.partition("/")
             if suite not in SUITES or not task:
-                raise ValueError(f"unknown environment or set {spec!r}; sets: {sorted(sets)}; names: '<suite>/<task>'")
+                raise unknown_name("environment or set", spec, sorted(sets) + [f"{s}/<task>" for s in SUITES])
             if suite == "metaworld":
                 from mp1.envs.metaworld import canonical_task
 
@@ -73,10 +81,10 @@ def resolve_env_names(specs: list[str]) -> list[str]:
                 from mp1.envs.adroit import TASKS as ADROIT_TASKS
 
                 if task not in ADROIT_TASKS:
-                    raise ValueError(f"unknown Adroit task {task!r}; valid tasks: {', '.join(ADROIT_TASKS)}")
+                    raise unknown_name("Adroit task", task, ADROIT_TASKS)
             if name not in names:
                 names.append(name)
     return names
 
 
-__all__ = ["SUITES", "make_env", "resolve_env_names", "task_sets"]
+__all__ = ["SUITES", "make_env", "resolve_env_names", "task_sets", "unknown_name"]

@@ -76,6 +76,7 @@ from mp1.envs.adroit_experts import (
     default_expert_file,
     expert_file_name,
 )
+from mp1.envs import unknown_name
 from mp1.envs.base import PointCloudEnv
 from mp1.envs.pointcloud import look_at_quat
 
@@ -125,7 +126,7 @@ def episode_success(step_successes: Sequence[bool]) -> bool:
 
 def _canonical_task(task: str) -> str:
     if task not in TASKS:
-        raise ValueError(f"unknown Adroit task {task!r}; valid tasks: {', '.join(TASKS)}")
+        raise unknown_name("Adroit task", task, TASKS)
     return task
 
 

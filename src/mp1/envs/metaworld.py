@@ -47,6 +47,7 @@ import numpy.typing as npt
 from metaworld.env_dict import ALL_V3_ENVIRONMENTS, ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE
 from metaworld.policies import ENV_POLICY_MAP
 
+from mp1.envs import unknown_name
 from mp1.envs.base import PointCloudEnv
 from mp1.envs.pointcloud import look_at_quat
 
@@ -97,7 +98,7 @@ CAMERA_QUAT: npt.NDArray[np.float64] = look_at_quat(CAMERA_POS, CAMERA_TARGET)
 def canonical_task(task: str) -> str:
     name = task.removesuffix("-v3")
     if name not in TASKS:
-        raise ValueError(f"unknown Meta-World task {task!r}; valid tasks: {', '.join(TASKS)}")
+        raise unknown_name("Meta-World task", task, TASKS)
     return name
 
 
