@@ -73,3 +73,16 @@ def test_sweep_report_plots_success_against_training_time(tmp_path):
     text = write_sweep_report(tmp_path).read_text()
     assert "![success_vs_time](success_vs_time.png)" in text
     assert (tmp_path / "success_vs_time.png").stat().st_size > 5000
+
+
+def test_published_numbers_come_from_one_documented_file():
+    import re
+    from pathlib import Path
+
+    from mp1.report import PUBLISHED
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "published.md").read_text()
+    names = {"mp1": "MP1", "flowpolicy": "FlowPolicy", "dp3": "DP3"}
+    for method, numbers in PUBLISHED.items():
+        row = next(line for line in doc.splitlines() if line.startswith(f"| {names[method]} |"))
+        assert re.findall(r"[\d.]+", "".join(row.split("|")[2:4])) == [f"{100 * numbers['success']:.1f}", f"{numbers['latency_ms']:g}"], row

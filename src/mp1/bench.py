@@ -2,7 +2,7 @@
 (eagerly and with each requested `Policy.accelerate` mode), and the cost of one training step
 per objective (float32 or under bf16 autocast).
 
-Latency follows DESIGN.md's protocol: the full `predict_action` (validation, normalisation,
+Latency follows the project's protocol (docs/training.md): the full `predict_action` (validation, normalisation,
 encoder, sampler, unnormalisation), after warm-up, with device synchronisation, many calls,
 median and p99, on a named device.
 """

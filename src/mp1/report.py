@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 import matplotlib
@@ -75,13 +76,8 @@ def write_run_report(run: str | Path) -> Path:
     return out
 
 
-# Published numbers (DESIGN.md; not measured here): average success over 37 tasks, 10 demos,
-# 3 seeds, DP3 protocol; inference latency on an RTX 4090, batch 1.
-PUBLISHED = {
-    "mp1": {"success": 0.789, "latency_ms": 6.8},
-    "flowpolicy": {"success": 0.716, "latency_ms": 12.6},
-    "dp3": {"success": 0.687, "latency_ms": 132.2},
-}
+# Published numbers, not measured here; their sources: docs/published.md.
+PUBLISHED: dict[str, dict[str, float]] = tomllib.loads((Path(__file__).parent / "published.toml").read_text())["methods"]
 
 
 # Folder levels `key=value` written by `mp1 sweep` that are not variants of a method.
