@@ -71,6 +71,8 @@ def test_config_presets_and_overrides():
         (lambda o: o["agent_pos"].__setitem__((1, 1, 1), float("inf")), "'agent_pos' contains NaN or inf"),
         (lambda o: o.update(agent_pos=o["agent_pos"][:2]), "batch sizes differ"),
         (lambda o: o.update(point_cloud=[[0.0]]), "'point_cloud' must be a numpy array or torch tensor"),
+        (lambda o: o.update(point_cloud=o["point_cloud"][:, :, :0]), "'point_cloud' has 0 points"),
+        (lambda o: o["agent_pos"].fill_(1e30), "non-finite actions"),
     ],
 )
 def test_predict_action_rejects_bad_input(mutate, message):
@@ -142,6 +144,7 @@ def test_save_load_round_trip(tmp_path, name):
     assert not list(tmp_path.glob(".*.tmp"))  # the atomic write cleaned up
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")  # the hand-made hostile file
 def test_load_rejects_foreign_and_broken_files(tmp_path):
     good = tmp_path / "good.pt"
     fitted_policy("dp3").save(good)
@@ -173,3 +176,40 @@ def test_load_rejects_foreign_and_broken_files(tmp_path):
 
     with pytest.raises(FileNotFoundError):
         Policy.load(tmp_path / "missing.pt")
+
+    altered = tmp_path / "altered.pt"  # a weight changed after saving: the checksum no longer fits
+    payload = torch.load(good, weights_only=True)
+    next(iter(payload["state_dict"].values())).view(-1)[0] += 1.0
+    torch.save(payload, altered)
+    with pytest.raises(PolicyFileError, match="checksum"):
+        Policy.load(altered)
+
+    flipped = tmp_path / "flipped.pt"  # bytes flipped on disk, inside the weights or the archive
+    raw = bytearray(data)
+    for offset in range(len(raw) // 2, len(raw) // 2 + 64):
+        raw[offset] ^= 0xFF
+    flipped.write_bytes(bytes(raw))
+    with pytest.raises(PolicyFileError):
+        Policy.load(flipped)
+
+
+def test_random_garbage_never_escapes_as_another_error(tmp_path):
+    data = (tmp_path / "good.pt")
+    fitted_policy("mp1").save(data)
+    data = data.read_bytes()
+    rng = np.random.default_rng(0)
+    for i in range(60):
+        path = tmp_path / f"garbage{i}.pt"
+        if i % 3 == 0:
+            path.write_bytes(rng.bytes(int(rng.integers(0, 4000))))
+        elif i % 3 == 1:
+            path.write_bytes(data[: int(rng.integers(0, len(data)))])
+        else:
+            raw = bytearray(data)
+            for offset in rng.integers(0, len(raw), 32):
+                raw[offset] = int(rng.integers(0, 256))
+            path.write_bytes(bytes(raw))
+        try:
+            Policy.load(path)
+        except PolicyFileError:
+            pass  # the only acceptable failure; a damaged but loadable file would fail its checksum

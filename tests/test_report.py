@@ -86,3 +86,19 @@ def test_published_numbers_come_from_one_documented_file():
     for method, numbers in PUBLISHED.items():
         row = next(line for line in doc.splitlines() if line.startswith(f"| {names[method]} |"))
         assert re.findall(r"[\d.]+", "".join(row.split("|")[2:4])) == [f"{100 * numbers['success']:.1f}", f"{numbers['latency_ms']:g}"], row
+
+
+def test_report_of_runs_without_evaluations(tmp_path):
+    """final_eval_episodes=0 and eval_every=0: no success, no latency; the report still comes,
+    and final.json is strict JSON (null, never NaN)."""
+    run = tmp_path / "metaworld_push" / "seed=0"
+    run.mkdir(parents=True)
+    from mp1 import jsonio
+
+    final = {"task": "metaworld/push", "policy": "mp1", "preset": "cpu", "seed": 0, "demos": 10, "epochs": 1,
+             "steps": 8, "model": {}, "dp3_protocol_success": float("nan"), "periodic_evaluations": []}
+    (run / "final.json").write_text(jsonio.dumps(final))
+    assert "NaN" not in (run / "final.json").read_text()
+    text = write_sweep_report(tmp_path).read_text()
+    assert "| metaworld/push | hard | – | – |" in text
+    assert (tmp_path / "summary.png").exists()

@@ -12,7 +12,7 @@ import torch
 from mp1.data.demos import DemoConfig, generate_demos
 from mp1.policies import Policy
 from mp1.policies.policy import read_policy_file
-from mp1.train import Trainer, parse_overrides
+from mp1.train import CheckpointError, Trainer, parse_overrides
 
 TINY = [
     "model.unet.down_dims=[16,32,64]", "model.unet.time_embed_dim=16", "model.encoder.point_hidden_dims=[16,32]",
@@ -95,15 +95,15 @@ def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path, data_dir):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (run / "final.json").exists(), "the run finished before it could be killed"
-    interrupted_at = torch.load(checkpoint, weights_only=False)["epoch"]
+    interrupted_at = torch.load(checkpoint, weights_only=True)["epoch"]
     assert 1 <= interrupted_at < epochs
 
     resumed = subprocess.run(train_command(data_dir, run, epochs), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resuming {run} from epoch {interrupted_at}" in resumed.stdout
 
-    ref_state = torch.load(tmp_path / "ref" / "checkpoints" / "latest.pt", weights_only=False)
-    new_state = torch.load(checkpoint, weights_only=False)
+    ref_state = torch.load(tmp_path / "ref" / "checkpoints" / "latest.pt", weights_only=True)
+    new_state = torch.load(checkpoint, weights_only=True)
     assert new_state["step"] == ref_state["step"]
     for key, value in ref_state["policy"].items():
         torch.testing.assert_close(new_state["policy"][key], value, rtol=1e-5, atol=1e-6, msg=key)
@@ -116,7 +116,7 @@ def test_resume_refuses_a_different_config(tmp_path, data_dir):
     Trainer(parse_overrides(base)).train()
     Trainer(parse_overrides(base + ["epochs=2"])).train()  # more epochs: a legitimate resume
     checkpoint = tmp_path / "checkpoints" / "latest.pt"
-    state = torch.load(checkpoint, weights_only=False)
+    state = torch.load(checkpoint, weights_only=True)
     del state["config"]["precision"]  # a run saved before the key existed used its default
     torch.save(state, checkpoint)
     assert Trainer(parse_overrides(base + ["epochs=3"])).train()["steps"] > state["step"]
@@ -154,3 +154,32 @@ def test_adroit_trains_and_evaluates_with_no_other_change(tmp_path, monkeypatch)
     assert summary["strict_protocol"]["episodes"] == 1
     policy = Policy.load(tmp_path / "run" / "policy_latest.pt")
     assert policy.config.state_dim == 24 and policy.config.action_dim == 26
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("kind", ["hostile", "truncated", "text", "foreign"])
+def test_bad_checkpoint_is_refused_without_running_code(tmp_path, data_dir, kind):
+    base = TINY + [f"data_dir={data_dir}", f"run_dir={tmp_path / 'run'}", "epochs=1", "eval_every=0", "final_eval_episodes=0"]
+    checkpoint = tmp_path / "run" / "checkpoints" / "latest.pt"
+    marker = tmp_path / "code-ran"
+    if kind == "truncated":
+        Trainer(parse_overrides(base)).train()
+        checkpoint.write_bytes(checkpoint.read_bytes()[:5000])
+    else:
+        checkpoint.parent.mkdir(parents=True)
+        if kind == "hostile":
+            torch.save({"config": _RunsCode(marker)}, checkpoint)
+        elif kind == "text":
+            checkpoint.write_text("not a checkpoint")
+        else:
+            torch.save({"weights": torch.zeros(2)}, checkpoint)
+    with pytest.raises(CheckpointError, match="checkpoint"):
+        Trainer(parse_overrides(base + ["epochs=2"])).train()
+    assert not marker.exists()

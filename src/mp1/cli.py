@@ -7,7 +7,6 @@ import argparse
 import ast
 import importlib.util
 import io
-import json
 import sys
 import tokenize
 from pathlib import Path
@@ -59,9 +58,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from omegaconf.errors import OmegaConfBaseException
 
     from mp1.data.demos import DemoGenerationError
+    from mp1.lock import FolderLockedError
     from mp1.sweep import SweepError
 
-    return ValueError, FileNotFoundError, DemoGenerationError, OmegaConfBaseException, SweepError
+    return ValueError, FileNotFoundError, DemoGenerationError, OmegaConfBaseException, SweepError, FolderLockedError
 
 
 def cmd_toy(args: argparse.Namespace) -> None:
@@ -103,6 +103,7 @@ def cmd_toy(args: argparse.Namespace) -> None:
 def cmd_bench_latency(args: argparse.Namespace) -> None:
     import torch
 
+    from mp1 import jsonio
     from mp1.bench import format_report, latency_report
 
     if args.threads:
@@ -111,7 +112,7 @@ def cmd_bench_latency(args: argparse.Namespace) -> None:
         args.preset, args.device, args.calls, args.warmup, args.train_batch, args.train_steps,
         tuple(args.modes.split(",")), tuple(args.precisions.split(",")),
     )
-    print(json.dumps(report) if args.json else format_report(report))
+    print(jsonio.dumps(report) if args.json else format_report(report))
 
 
 def cmd_demos(args: argparse.Namespace) -> None:
@@ -177,6 +178,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from mp1.evaluate import evaluate
     from mp1.policies.policy import read_policy_file
 
+    if args.jobs < 1 or args.episodes < 1:
+        raise ValueError(f"--jobs and --episodes must be at least 1, got {args.jobs} and {args.episodes}")
     target = Path(args.target)
     policy_path = target / "policy_latest.pt" if target.is_dir() else target
     extra = read_policy_file(policy_path)["extra"]

@@ -9,7 +9,6 @@ seed 0 by default; evaluation seeds start at 1000).
 from __future__ import annotations
 
 import concurrent.futures as futures
-import json
 import math
 import multiprocessing
 import os
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from mp1 import jsonio
 from mp1.envs import make_env
 from mp1.policies import Policy
 from mp1.progress import progress_bar
@@ -94,7 +94,7 @@ class EvalResult:
             for i, (s, n) in enumerate(zip(self.successes, self.episode_lengths))
         ]
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps({**self.summary(), **self.extra, "per_episode": per_episode}, indent=1))
+        Path(path).write_text(jsonio.dumps({**self.summary(), **self.extra, "per_episode": per_episode}, indent=1))
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:

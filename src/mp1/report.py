@@ -104,9 +104,9 @@ def collect_runs(root: str | Path) -> list[dict]:
             "run": str(path.parent), "task": final["task"],
             "policy": variant_name(final["policy"], run_overrides(final, path.parent), swept),
             "preset": final["preset"], "seed": final["seed"], "demos": final["demos"], "steps": final["steps"],
-            "strict": final.get("strict_protocol_success", float("nan")), "episodes": strict.get("episodes", 0),
-            "dp3": final["dp3_protocol_success"] if final["periodic_evaluations"] else float("nan"),
-            "latency_p50_ms": strict.get("latency_p50_ms", float("nan")), "device": strict.get("device", ""),
+            "strict": number(final.get("strict_protocol_success")), "episodes": strict.get("episodes", 0),
+            "dp3": number(final.get("dp3_protocol_success")) if final["periodic_evaluations"] else float("nan"),
+            "latency_p50_ms": number(strict.get("latency_p50_ms")), "device": strict.get("device", ""),
             "curve": [(e["step"], e["success_rate"], e.get("train_seconds")) for e in final["periodic_evaluations"]],
         })
     return rows
@@ -147,6 +147,11 @@ def task_group(task: str) -> str:
     if suite == "adroit":
         return "adroit"
     return next((group.replace("_", " ") for group, tasks in BENCHMARK_TASKS.items() if name in tasks), "other")
+
+
+def number(value: float | None) -> float:
+    """A value from final.json, where a missing number is null (or, in older files, absent)."""
+    return float("nan") if value is None else float(value)
 
 
 def finite(values: list[float]) -> list[float]:
@@ -225,7 +230,8 @@ def write_sweep_report(root: str | Path, out_dir: str | Path | None = None) -> P
         success = f"{100 * published['success']:.1f}%" if published else "–"
         latency = f"{published['latency_ms']} ms" if published else "–"
         devices = ", ".join(sorted(set(pick("device", label=label))))
-        lines.append(f"| {label} | {success} | {latency} | {np.nanmedian(pick('latency_p50_ms', label=label)):.2f} ms | {devices} |")
+        measured = finite(pick("latency_p50_ms", label=label))
+        lines.append(f"| {label} | {success} | {latency} | {f'{np.median(measured):.2f} ms' if measured else '–'} | {devices} |")
 
     plots = [plot_summary(rows, labels, tasks, out_dir / "summary.png"), plot_curves(rows, labels, tasks, out_dir / "learning_curves.png")]
     if any(point[2] is not None for r in rows for point in r["curve"]):
@@ -254,15 +260,19 @@ def plot_summary(rows: list[dict], labels: list[str], tasks: list[str], out: Pat
         mine = [r for r in rows if r["label"] == label]
         means = [100 * mean_or_nan([r["strict"] for r in mine if r["task"] == t]) for t in tasks]
         bars.bar(np.arange(len(tasks)) + i * width, means, width, label=label, color=colours(i))
-        scatter.scatter(np.nanmedian([r["latency_p50_ms"] for r in mine]), 100 * mean_or_nan([r["strict"] for r in mine]),
-                        s=60, color=colours(i))
+        latencies = finite([r["latency_p50_ms"] for r in mine])
+        if latencies:  # runs without a strict evaluation measured no latency
+            scatter.scatter(np.median(latencies), 100 * mean_or_nan([r["strict"] for r in mine]), s=60, color=colours(i))
     bars.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2, [t.split("/")[1] for t in tasks], rotation=30, ha="right")
     bars.set(ylabel="success % (strict)", ylim=(0, 105), title="per task")
-    scatter.set(xscale="log", xlabel="predict_action p50 (ms)", ylabel="mean success % (strict)", ylim=(-5, 105),
-                title="success vs latency")
-    scatter.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))  # 10, 20, 50, 100 ms: latencies span one decade
-    scatter.xaxis.set_major_formatter(FormatStrFormatter("%g"))
-    scatter.xaxis.set_minor_formatter(NullFormatter())
+    scatter.set(xlabel="predict_action p50 (ms)", ylabel="mean success % (strict)", ylim=(-5, 105), title="success vs latency")
+    if scatter.collections:
+        scatter.set_xscale("log")
+        scatter.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))  # 10, 20, 50, 100 ms: latencies span one decade
+        scatter.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        scatter.xaxis.set_minor_formatter(NullFormatter())
+    else:
+        scatter.text(0.5, 0.5, "no strict evaluation, no latency", ha="center", transform=scatter.transAxes)
     panels = panels_width / (panels_width + legend_width)
     figure.legend(*bars.get_legend_handles_labels(), fontsize=7, loc="center left", bbox_to_anchor=(panels, 0.5))
     return _save(figure, out, rect=(0, 0, panels, 1))

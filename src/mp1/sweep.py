@@ -17,6 +17,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from mp1.lock import FolderLock
 from mp1.train import TrainConfig, parse_overrides
 
 LAUNCHERS = ("local", "slurm", "submitit-local")
@@ -129,15 +130,20 @@ def sweep(
     launcher_options: dict | None = None,
 ) -> Path:
     """Runs (or resumes) a sweep and writes its report; returns the report path."""
-    from mp1.data.demos import DemoConfig, generate_demos
-    from mp1.report import write_sweep_report
-
     if launcher not in LAUNCHERS:
         raise ValueError(f"unknown launcher {launcher!r}; choose from {', '.join(LAUNCHERS)}")
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     sweep_dir = Path(sweep_dir)
     runs = plan(overrides, sweep_dir)
+    with FolderLock(sweep_dir):  # one sweep per folder; each run also locks its own
+        return _run_sweep(runs, sweep_dir, launcher, jobs, launcher_options)
+
+
+def _run_sweep(runs: list[SweepRun], sweep_dir: Path, launcher: str, jobs: int, launcher_options: dict | None) -> Path:
+    from mp1.data.demos import DemoConfig, generate_demos
+    from mp1.report import write_sweep_report
+
     pending = [run for run in runs if not run.finished]
     print(f"[sweep] {len(runs)} runs, {len(runs) - len(pending)} finished already -> {sweep_dir}", flush=True)
 

@@ -22,10 +22,12 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from mp1 import jsonio
 from mp1.data import PointCloudDataset
 from mp1.data.demos import DemoConfig, default_store_path, generate_demos
 from mp1.envs import resolve_env_names
 from mp1.evaluate import DP3_EPISODE_STEPS, EvalResult, dp3_protocol, evaluate, observation_settings
+from mp1.lock import FolderLock
 from mp1.policies import POLICY_NAMES, PRESETS, Policy, make_config
 from mp1.policies.policy import atomic_torch_save
 from mp1.progress import progress_bar
@@ -42,6 +44,7 @@ class TrainConfig:
     demo_seed: int = 0  # seed of the demonstration episodes
     data_dir: str = "data/demos"  # where demonstration stores are kept
     data_path: str = ""  # an existing store to train on instead (e.g. made by DP3's scripts)
+    allow_task_mismatch: bool = False  # train on a data_path store recorded for another task
     run_dir: str = ""  # default: runs/<task>/<policy>-<preset>-seed<seed>
     epochs: int = 100  # passes over the demonstration windows
     batch_size: int = 128  # windows per step
@@ -81,6 +84,10 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.grad_clip < 0:
             raise ValueError(f"grad_clip must be >= 0 (0 disables it), got {self.grad_clip}")
+        if self.ema_power <= 0:
+            raise ValueError(f"ema_power must be positive, got {self.ema_power}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0 (0: torch's default), got {self.threads}")
         if not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         if self.precision not in ("fp32", "bf16"):
@@ -142,6 +149,8 @@ class Trainer:
         if config.threads:
             torch.set_num_threads(config.threads)
         auto = "cuda" if torch.cuda.is_available() else "cpu"
+        if config.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device={config.device} but this torch ({torch.__version__}) sees no CUDA device; use device=cpu")
         self.device = torch.device(auto if config.device == "auto" else config.device)
         seed_everything(config.seed)
 
@@ -152,6 +161,12 @@ class Trainer:
             ensure_demos(config), policy_config.horizon, policy_config.n_obs_steps, policy_config.n_action_steps,
             max_episodes=config.demos,
         )
+        recorded_task = self.dataset.attrs.get("env")
+        if recorded_task and recorded_task != config.task and not config.allow_task_mismatch:
+            raise ValueError(
+                f"the demonstration store holds {recorded_task!r}, not task={config.task!r}; "
+                "set allow_task_mismatch=true to train on it anyway"
+            )
         if len(self.dataset.episodes) < config.demos:
             raise ValueError(f"the demonstration store holds {len(self.dataset.episodes)} episodes; demos={config.demos}")
         sample = self.dataset[0]
@@ -196,21 +211,14 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "evaluations": self.evaluations,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "numpy": np.random.get_state(),
-                "python": random.getstate(),
-                "loader": self.loader_generator.get_state(),
-            },
+            "rng": rng_states(self.loader_generator),
         }
         atomic_torch_save(state, self.checkpoint_path)
         self.ema.copy_to(self.ema_policy.parameters())
         self.ema_policy.save(self.run / "policy_latest.pt", extra=self.policy_extra())
 
     def load_checkpoint(self) -> None:
-        # Our own checkpoint holds numpy and Python RNG states, which the weights-only loader refuses.
-        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        state = read_checkpoint(self.checkpoint_path)
         # A key missing from an older checkpoint was added later; that run used its default.
         saved = {**asdict(TrainConfig()), **state["config"]}
         changed = {
@@ -230,12 +238,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.step, self.evaluations = state["epoch"], state["step"], state["evaluations"]
         self.train_seconds = state.get("train_seconds", 0.0)
-        torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"]["cuda"]:
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
-        self.loader_generator.set_state(state["rng"]["loader"])
+        set_rng_states(state["rng"], self.loader_generator)
 
     def policy_extra(self, **more: Any) -> dict[str, Any]:
         """What a policy file records about its origin (eval reads the task from it)."""
@@ -248,7 +251,7 @@ class Trainer:
 
     def log(self, record: dict[str, Any]) -> None:
         with open(self.run / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(jsonio.dumps(record) + "\n")
         for key, value in record.items():
             if isinstance(value, (int, float)) and key not in ("step", "epoch"):
                 self.writer.add_scalar(f"{record['kind']}/{key}", value, record["step"])
@@ -256,9 +259,14 @@ class Trainer:
     # --- the loop ----------------------------------------------------------------------------
 
     def train(self) -> dict[str, Any]:
+        """Trains (or resumes), evaluates and reports; one writer per run folder."""
+        with FolderLock(self.run):
+            return self._train()
+
+    def _train(self) -> dict[str, Any]:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.run.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(self.run)
         if self.checkpoint_path.exists():
             self.load_checkpoint()
             tqdm.write(f"resuming {self.run} from epoch {self.epoch} (step {self.step})")
@@ -351,9 +359,63 @@ class Trainer:
             result.save(self.run / "eval" / "final_episodes.json")
             summary["strict_protocol"] = record
             summary["strict_protocol_success"] = record["success_rate"]
-        (self.run / "final.json").write_text(json.dumps(summary, indent=1))
+        (self.run / "final.json").write_text(jsonio.dumps(summary, indent=1))
         write_run_report(self.run)
         return summary
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from (truncated, corrupt, foreign or unsafe)."""
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A training checkpoint, read with torch's weights-only loader: a file crafted to run code
+    when unpickled is refused, like a truncated or foreign one, with one error."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
+        raise CheckpointError(
+            f"{path} is not a readable mp1 checkpoint ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
+            f"delete it to restart the run from scratch"
+        ) from None
+    missing = {"config", "epoch", "step", "policy", "ema", "optimizer", "scheduler", "rng"} - set(state if isinstance(state, dict) else ())
+    if missing:
+        raise CheckpointError(f"{path} is not an mp1 checkpoint (missing {sorted(missing)}); delete it to restart the run")
+    return state
+
+
+def rng_states(loader_generator: torch.Generator) -> dict[str, Any]:
+    """Every random source's state as tensors and plain numbers, which the weights-only loader reads."""
+    _, mt_keys, mt_pos, has_gauss, cached_gaussian = np.random.get_state()
+    version, python_state, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(mt_keys.astype(np.int64)), "pos": int(mt_pos), "has_gauss": int(has_gauss),
+                  "cached_gaussian": float(cached_gaussian)},
+        "python": {"version": version, "state": torch.tensor(python_state, dtype=torch.int64), "gauss_next": gauss_next},
+        "loader": loader_generator.get_state(),
+    }
+
+
+def set_rng_states(states: dict[str, Any], loader_generator: torch.Generator) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"]:
+        torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
+    numpy = states["numpy"]
+    np.random.set_state(
+        ("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"], numpy["cached_gaussian"])
+    )
+    python = states["python"]
+    random.setstate((python["version"], tuple(python["state"].tolist()), python["gauss_next"]))
+    loader_generator.set_state(states["loader"])
+
+
+def remove_leftovers(run: Path) -> None:
+    """Temporary files of a writer that was killed (atomic saves clean up after themselves on
+    every other exit path). Called under the run's lock, so no live writer owns them."""
+    for leftover in [*run.glob(".*.tmp"), *run.glob("*/.*.tmp"), run / "eval" / "policy_under_eval.pt"]:
+        leftover.unlink(missing_ok=True)
 
 
 def truncate_metrics(path: Path, step: int) -> None:

@@ -7,13 +7,16 @@
     data/img, data/depth             optional images
     meta/episode_ends (E,)           int64, exclusive end index of each episode
 
-Reading checks everything a training run relies on and names the key and the problem;
+Reading checks everything a training run relies on and names the key and the problem,
+including each array against the sha256 recorded when the store was written (stores made
+elsewhere, e.g. by DP3's scripts, have none and are checked for shape and values only);
 writing goes to a temporary folder renamed into place, so an interrupted write leaves no
 half store behind.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -24,6 +27,7 @@ import numpy as np
 import zarr
 
 REQUIRED_KEYS = ("point_cloud", "state", "action")
+CHECKSUM_ATTR = "content_sha256"  # {array name: array_digest}, written by write_store
 
 
 class StoreError(ValueError):
@@ -60,14 +64,35 @@ def load_store(path: str | os.PathLike, keys: Sequence[str] = REQUIRED_KEYS) -> 
     if "episode_ends" not in root["meta"]:
         raise StoreError(f"{path}: missing key 'meta/episode_ends'")
     arrays = {}
-    for key in keys:
-        if key not in root["data"]:
-            raise StoreError(f"{path}: missing key 'data/{key}'")
-        arrays[key] = np.asarray(root["data"][key][:])
-    episode_ends = np.asarray(root["meta"]["episode_ends"][:])
-    store = EpisodeStore(arrays, episode_ends.astype(np.int64), dict(root.attrs))
+    try:
+        for key in keys:
+            if key not in root["data"]:
+                raise StoreError(f"{path}: missing key 'data/{key}'")
+            arrays[key] = np.asarray(root["data"][key][:])
+        episode_ends = np.asarray(root["meta"]["episode_ends"][:])
+    except StoreError:
+        raise
+    except Exception as error:  # a truncated or corrupt chunk: zarr's codecs raise many types
+        raise StoreError(f"{path}: unreadable data ({type(error).__name__}: {error}); regenerate the store") from None
+    attrs = dict(root.attrs)
+    recorded = attrs.get(CHECKSUM_ATTR, {})
+    for key, value in {**arrays, "episode_ends": episode_ends}.items():
+        if key in recorded and array_digest(value) != recorded[key]:
+            raise StoreError(
+                f"{path}: '{key}' differs from what was written (a chunk missing or altered); regenerate the store"
+            )
+    store = EpisodeStore(arrays, episode_ends.astype(np.int64), attrs)
     validate_store(store, str(path))
     return store
+
+
+def array_digest(value: np.ndarray) -> str:
+    """sha256 of an array's dtype, shape and bytes: recorded when a store is written and
+    checked when it is read, so a lost chunk (which zarr fills with zeros) cannot pass."""
+    value = np.ascontiguousarray(value)
+    digest = hashlib.sha256(f"{value.dtype.str}{value.shape}".encode())
+    digest.update(value.data)
+    return digest.hexdigest()
 
 
 def validate_store(store: EpisodeStore, where: str) -> None:
@@ -104,18 +129,22 @@ def write_store(
     if not episodes:
         raise ValueError("no episodes to write")
     path = Path(path)
+    remove_dead_writers_leftovers(path)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     shutil.rmtree(temporary, ignore_errors=True)
     try:
         root = zarr.open_group(str(temporary), mode="w", zarr_format=zarr_format)
         data = root.require_group("data")
+        digests = {}
         for key in episodes[0]:
             values = np.concatenate([episode[key] for episode in episodes])
             chunks = (min(len(values), 100), *values.shape[1:])
             data.create_array(key, data=values, chunks=chunks)
+            digests[key] = array_digest(values)
         ends = np.cumsum([len(episode["action"]) for episode in episodes]).astype(np.int64)
         root.require_group("meta").create_array("episode_ends", data=ends)
-        root.attrs.update(attrs or {})
+        digests["episode_ends"] = array_digest(ends)
+        root.attrs.update({**(attrs or {}), CHECKSUM_ATTR: digests})
         validate_store(load_store(temporary, keys=list(episodes[0])), str(temporary))
         previous = path.with_name(f".{path.name}.{os.getpid()}.old")
         if path.exists():
@@ -124,3 +153,21 @@ def write_store(
         shutil.rmtree(previous, ignore_errors=True)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
+
+
+def remove_dead_writers_leftovers(path: Path) -> None:
+    """Removes `.<store>.<pid>.tmp` / `.old` folders beside `path` whose writer was killed."""
+    for leftover in path.parent.glob(f".{path.name}.*"):
+        pid = leftover.name.removeprefix(f".{path.name}.").partition(".")[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True

@@ -4,9 +4,8 @@ only thing that differs between MP1, FlowPolicy and DP3."""
 
 from __future__ import annotations
 
+import hashlib
 import os
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -21,7 +20,10 @@ from mp1.policies.config import POLICY_CONFIGS, PolicyConfig, config_from_dict, 
 from mp1.policies.normalizer import LinearNormalizer
 
 FILE_FORMAT = "mp1-policy"
-FILE_FORMAT_VERSION = 1
+# Version 2 adds `checksum` (tensors_digest of the weights), verified on load; version 1 files,
+# which have none, still load.
+FILE_FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 class PolicyFileError(ValueError):
@@ -117,6 +119,11 @@ class Policy(nn.Module):
                 action_pred = self._fast_sampler(obs["point_cloud"], obs["agent_pos"], noise)
             else:
                 action_pred = self.sample_actions(obs["point_cloud"], obs["agent_pos"], noise, steps)
+            if not torch.isfinite(action_pred).all():
+                raise ValueError(
+                    "the policy produced non-finite actions: are the observations far outside the range of "
+                    "the training data (wrong units or frame)?"
+                )
             start = self.config.n_obs_steps - 1
             return {"action": action_pred[:, start : start + self.config.n_action_steps], "action_pred": action_pred}
 
@@ -151,6 +158,8 @@ class Policy(nn.Module):
             raise ValueError(f"obs must be a dict with 'point_cloud' and 'agent_pos', got {type(obs).__name__}")
         point_cloud = self._as_tensor("point_cloud", obs.get("point_cloud"), (c.n_obs_steps, None, c.point_dim))
         agent_pos = self._as_tensor("agent_pos", obs.get("agent_pos"), (c.n_obs_steps, c.state_dim))
+        if point_cloud.shape[2] == 0:
+            raise ValueError("'point_cloud' has 0 points; crop box empty or camera blocked?")
         if point_cloud.shape[0] != agent_pos.shape[0]:
             raise ValueError(
                 f"batch sizes differ: point_cloud has {point_cloud.shape[0]}, agent_pos has {agent_pos.shape[0]}"
@@ -194,15 +203,19 @@ class Policy(nn.Module):
             "ema_state_dict": None if ema is None else ema.state_dict(),
             "extra": extra or {},
         }
+        payload["checksum"] = tensors_digest(payload["state_dict"], payload["ema_state_dict"])
         atomic_torch_save(payload, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, use_ema: bool = True, device: str | torch.device = "cpu") -> "Policy":
         """Loads a policy file; the EMA weights are used when present and `use_ema`."""
         payload = read_policy_file(path)
-        policy = cls(config_from_dict(payload["policy"], payload["config"]))
-        weights = payload["ema_state_dict"] if use_ema and payload["ema_state_dict"] is not None else payload["state_dict"]
-        policy.load_state_dict(weights)
+        ema = payload.get("ema_state_dict")
+        try:
+            policy = cls(config_from_dict(payload["policy"], payload["config"]))
+            policy.load_state_dict(ema if use_ema and ema is not None else payload["state_dict"])
+        except Exception as error:  # a config or weights that do not fit together
+            raise PolicyFileError(f"{path} holds an inconsistent policy: {str(error).splitlines()[0][:300]}") from None
         return policy.to(device).eval()
 
 
@@ -229,15 +242,37 @@ def read_policy_file(path: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"no policy file at {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:
-        raise PolicyFileError(f"{path} is not a readable mp1 policy file (truncated or corrupt?): {error}") from error
+    except Exception as error:  # torch raises many types for truncated, foreign or hostile files
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
+        raise PolicyFileError(f"{path} is not a readable mp1 policy file (truncated or corrupt? {reason})") from None
     if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
         raise PolicyFileError(f"{path} is not an mp1 policy file")
-    if payload.get("format_version") != FILE_FORMAT_VERSION:
+    if payload.get("format_version") not in READABLE_VERSIONS:
         raise PolicyFileError(
             f"{path} has policy file format version {payload.get('format_version')}; "
-            f"this mp1 reads version {FILE_FORMAT_VERSION}"
+            f"this mp1 reads versions {', '.join(map(str, READABLE_VERSIONS))}"
         )
     if payload.get("policy") not in POLICY_CONFIGS:
         raise PolicyFileError(f"{path} holds unknown policy {payload.get('policy')!r}")
+    for key in ("config", "state_dict"):
+        if not isinstance(payload.get(key), dict):
+            raise PolicyFileError(f"{path} is not a complete mp1 policy file (no {key})")
+    if payload["format_version"] >= 2:
+        try:
+            digest = tensors_digest(payload["state_dict"], payload.get("ema_state_dict"))
+        except (AttributeError, TypeError, RuntimeError) as error:
+            raise PolicyFileError(f"{path} holds malformed weights ({error})") from None
+        if digest != payload.get("checksum"):
+            raise PolicyFileError(f"{path} is corrupt: its weights do not match the checksum written with them")
     return payload
+
+
+def tensors_digest(*state_dicts: Mapping[str, torch.Tensor] | None) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of the tensors of state dicts."""
+    digest = hashlib.sha256()
+    for state in state_dicts:
+        for name in sorted(state or {}):
+            tensor = state[name].detach().cpu().contiguous()
+            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
