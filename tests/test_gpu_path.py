@@ -7,7 +7,7 @@ import torch
 
 from mp1.bench import random_obs
 from mp1.policies import make_policy
-from mp1.policies.normalizer import LinearNormalizer
+from mp1.runtime.normalizer import LinearNormalizer
 from mp1.train import parse_overrides
 
 TINY = {"unet": {"down_dims": [16, 32, 64], "time_embed_dim": 16}, "encoder": {"point_hidden_dims": [16, 32]}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mp1.envs.pointcloud import (
+from mp1.runtime.pointcloud import (
     crop,
     depth_buffer_to_metric,
     depth_to_points,

@@ -118,6 +118,7 @@ def test_resume_refuses_a_different_config(tmp_path, data_dir):
     checkpoint = tmp_path / "checkpoints" / "latest.pt"
     state = torch.load(checkpoint, weights_only=True)
     del state["config"]["precision"]  # a run saved before the key existed used its default
+    del state["checksum"]  # ... and before checkpoints had checksums
     torch.save(state, checkpoint)
     assert Trainer(parse_overrides(base + ["epochs=3"])).train()["steps"] > state["step"]
     with pytest.raises(ValueError, match="another config.*lr: 0.0001 -> 0.001"):
@@ -164,14 +165,19 @@ class _RunsCode:
         return (open, (str(self.marker), "w"))
 
 
-@pytest.mark.parametrize("kind", ["hostile", "truncated", "text", "foreign"])
+@pytest.mark.parametrize("kind", ["hostile", "truncated", "altered", "text", "foreign"])
 def test_bad_checkpoint_is_refused_without_running_code(tmp_path, data_dir, kind):
     base = TINY + [f"data_dir={data_dir}", f"run_dir={tmp_path / 'run'}", "epochs=1", "eval_every=0", "final_eval_episodes=0"]
     checkpoint = tmp_path / "run" / "checkpoints" / "latest.pt"
     marker = tmp_path / "code-ran"
-    if kind == "truncated":
+    if kind in ("truncated", "altered"):
         Trainer(parse_overrides(base)).train()
-        checkpoint.write_bytes(checkpoint.read_bytes()[:5000])
+        if kind == "truncated":
+            checkpoint.write_bytes(checkpoint.read_bytes()[:5000])
+        else:  # an optimiser moment changed after saving: loadable, but not what was written
+            state = torch.load(checkpoint, weights_only=True)
+            next(iter(state["optimizer"]["state"].values()))["exp_avg"].view(-1)[0] += 1.0
+            torch.save(state, checkpoint)
     else:
         checkpoint.parent.mkdir(parents=True)
         if kind == "hostile":

@@ -19,15 +19,15 @@ import torch
 
 from mp1.policies import LinearNormalizer, Policy, make_policy
 
-LATENCY_POLICIES = ("mp1", "flowpolicy", "dp3")
-TRAINING_OBJECTIVES = ("mp1", "flowmatching", "flowpolicy", "dp3")
+LATENCY_POLICIES = ("mp1", "mp1-tuned", "flowpolicy", "dp3")
+TRAINING_OBJECTIVES = ("mp1", "mp1-tuned", "flowmatching", "flowpolicy", "dp3")
 
 
 @dataclass
 class LatencyResult:
     policy: str
     preset: str
-    mode: str  # eager, compile or cuda_graph (Policy.accelerate)
+    mode: str  # eager, compile or cuda_graph (Policy.accelerate), or onnx (onnxruntime, CPU)
     p50_ms: float
     p99_ms: float
     forward_p50_ms: float  # one eager encoder + UNet forward
@@ -76,8 +76,8 @@ def timed_ms(fn: Callable[[], object], device: torch.device, calls: int, warmup:
 def random_obs(policy: Policy, batch: int, num_points: int, device: torch.device) -> dict[str, torch.Tensor]:
     c = policy.config
     return {
-        "point_cloud": torch.rand(batch, c.n_obs_steps, num_points, c.point_dim, device=device),
-        "agent_pos": torch.rand(batch, c.n_obs_steps, c.state_dim, device=device),
+        "point_cloud": torch.rand(batch, c.n_obs_steps, num_points, c.point_dim).to(device),
+        "agent_pos": torch.rand(batch, c.n_obs_steps, c.state_dim).to(device),
     }
 
 
@@ -106,25 +106,49 @@ def measure_latency(
             policy.unet(z, t, t, cond)
 
     def seeded_actions() -> torch.Tensor:
-        return policy.predict_action(obs, generator=torch.Generator(device).manual_seed(0))["action_pred"]
+        return policy.predict_action(obs, generator=torch.Generator().manual_seed(0))["action_pred"]
 
     raw = float(np.median(timed_ms(forward, device, calls, warmup)))
     reference = seeded_actions()
     results = []
     for mode in modes:
         try:
-            policy.accelerate(mode)
-            difference = (seeded_actions() - reference).abs().max().item()  # also triggers compile / capture
+            if mode == "onnx":
+                run_graph, difference = onnx_runner(policy, obs, reference)
+            else:
+                policy.accelerate(mode)
+                difference = (seeded_actions() - reference).abs().max().item()  # also triggers compile / capture
+                run_graph = lambda: policy.predict_action(obs)  # noqa: E731
         except Exception as error:  # noqa: BLE001 - one mode failing must not lose the others' numbers
             results.append(LatencyResult(name, preset, mode, *[float("nan")] * 3, policy.objective.sample_steps,
                                          float("nan"), f"{type(error).__name__}: {error}"))
             continue
-        full = timed_ms(lambda: policy.predict_action(obs), device, calls, warmup)
+        full = timed_ms(run_graph, device, calls, warmup)
         results.append(LatencyResult(
             name, preset, mode, float(np.median(full)), float(np.percentile(full, 99)), raw,
             policy.objective.sample_steps, difference,
         ))
     return results
+
+
+def onnx_runner(policy: Policy, obs: dict[str, torch.Tensor], reference: torch.Tensor) -> tuple[Callable[[], object], float]:
+    """onnxruntime on the CPU, timed as a robot would call it: numpy observations in, fresh noise,
+    the chunk out; and its largest difference from torch's actions for the same noise."""
+    import tempfile
+
+    from mp1.export import export_onnx, onnx_session
+
+    if policy.device.type != "cpu":
+        raise ValueError("the onnx mode runs onnxruntime on the CPU; use --device cpu")
+    with tempfile.TemporaryDirectory() as folder:
+        session = onnx_session(export_onnx(policy, f"{folder}/policy.onnx", obs["point_cloud"].shape[2]),
+                               threads=torch.get_num_threads())
+    feed = {key: value.numpy() for key, value in obs.items()}
+    shape = (1, policy.config.horizon, policy.config.action_dim)
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(0)).numpy()
+    difference = float(np.abs(session.run(None, {**feed, "noise": noise})[0] - reference.cpu().numpy()).max())
+    rng = np.random.default_rng(0)
+    return lambda: session.run(None, {**feed, "noise": rng.standard_normal(shape, dtype=np.float32)}), difference
 
 
 def measure_train_step(

@@ -79,7 +79,7 @@ def cmd_toy(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     runs = [
-        ("MeanFlow (MP1 settings), 1 step", MeanFlow(), 1),
+        ("MeanFlow (MP1 and mp1-tuned), 1 step", MeanFlow(), 1),
         ("MeanFlow (paper settings), 1 step", MeanFlow.from_preset("meanflow"), 1),
         ("flow matching, 1 step", FlowMatching(), 1),
         ("consistency flow, 1 step", ConsistencyFlow(num_segments=1, second_branch_grad=False), 1),
@@ -89,10 +89,13 @@ def cmd_toy(args: argparse.Namespace) -> None:
     for ax, (title, objective, steps) in zip(axes, progress_bar(runs, desc="training on the toy", unit="objective")):
         net, mixture = train_toy(objective, steps=args.steps, lr=args.lr, seed=args.seed)
         fraction, points, labels = evaluate_toy(objective, net, mixture, steps=steps)
-        tqdm.write(f"{title:<36} {100 * fraction:5.1f}% of samples on a mode of their condition")
+        covered = mixture.modes_covered(points, labels)
+        tqdm.write(f"{title:<36} {100 * fraction:5.1f}% of samples on a mode of their condition, "
+                   f"{covered}/{mixture.num_modes} modes covered")
         ax.scatter(*points.T, c=labels, s=2, cmap="tab10", vmin=0, vmax=9)
         ax.scatter(*mixture.centers.T, marker="x", c="k", s=40)
-        ax.set(title=f"{title}\n{100 * fraction:.0f}% on a correct mode", xlim=(-2, 2), ylim=(-2, 2), aspect="equal")
+        ax.set(title=f"{title}\n{100 * fraction:.0f}% on a correct mode, {covered}/{mixture.num_modes} modes",
+               xlim=(-2, 2), ylim=(-2, 2), aspect="equal")
     figure.suptitle("one-step samples on a bimodal conditional toy (colour = condition)")
     figure.tight_layout()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -211,6 +214,30 @@ def cmd_adroit_import_experts(args: argparse.Namespace) -> None:
         print(f"{task:<8} -> {path}")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from mp1.export import export_onnx, max_difference, onnx_session
+    from mp1.policies.policy import read_policy_file
+    from mp1.runtime import load_policy
+
+    policy = load_policy(args.policy)
+    num_points = args.num_points or (read_policy_file(args.policy)["extra"].get("observation") or {}).get("num_points", 512)
+    path = export_onnx(policy, args.onnx, num_points)
+    difference = max_difference(policy, onnx_session(path), num_points)
+    print(f"wrote {path} (inputs point_cloud, agent_pos, noise; {num_points} points); "
+          f"max |onnxruntime - torch| over 3 random inputs: {difference:.1e}")
+    if difference > args.tolerance:
+        raise ValueError(f"the exported graph differs from torch by {difference:.1e} > {args.tolerance:.0e}")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from mp1.serving.server import run_server
+
+    try:
+        run_server(args.policy, args.host, args.port, args.device, args.seed)
+    except KeyboardInterrupt:
+        print("server stopped")
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from mp1.report import write_sweep_report
 
@@ -258,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     latency.add_argument("--train-batch", type=int, default=128)
     latency.add_argument("--train-steps", type=int, default=5, help="timed training steps per objective (0: skip)")
     latency.add_argument("--threads", type=int, default=0, help="torch threads on CPU (0: torch's default)")
-    latency.add_argument("--modes", default="eager", help="predict_action modes, e.g. eager,compile,cuda_graph")
+    latency.add_argument("--modes", default="eager", help="predict_action modes: eager, compile, cuda_graph, onnx (onnxruntime on the CPU)")
     latency.add_argument("--precisions", default="fp32", help="training-step precisions, e.g. fp32,bf16")
     latency.add_argument("--json", action="store_true", help="print one JSON object")
     latency.set_defaults(func=cmd_bench_latency)
@@ -323,6 +350,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="submitit executor parameter, e.g. --slurm slurm_partition=gpu --slurm timeout_min=240 --slurm gpus_per_node=1",
     )
     sweep.set_defaults(func=cmd_sweep)
+
+    serve = commands.add_parser(
+        "serve", help="serve a policy file over a websocket (msgpack frames) for a robot or another process",
+        description="One runner (observation history, action chunk) per connection; see mp1.serving.server for the "
+        "protocol and mp1.serving.PolicyClient for the client (numpy, msgpack and websockets only).",
+    )
+    serve.add_argument("policy", help="a policy file (e.g. runs/<task>/<run>/policy_latest.pt)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    serve.add_argument("--seed", type=int, default=0, help="seed of each connection's sampling noise")
+    serve.set_defaults(func=cmd_serve)
+
+    export = commands.add_parser(
+        "export", help="export a one-step policy to ONNX (normalisation, encoder and network in one graph)",
+        description="The noise is an input; the graph is checked against torch with onnxruntime. DP3's 10-step "
+        "DDIM loop stays torch-only.",
+    )
+    export.add_argument("policy", help="a policy file")
+    export.add_argument("--onnx", required=True, help="the .onnx file to write")
+    export.add_argument("--num-points", type=int, default=0, help="points per cloud (0: what the policy was trained on)")
+    export.add_argument("--tolerance", type=float, default=1e-4, help="largest accepted |onnxruntime - torch|")
+    export.set_defaults(func=cmd_export)
 
     report = commands.add_parser("report", help="tables (markdown, CSV) and plots over all finished runs in a folder")
     report.add_argument("root", help="a folder holding run folders (any depth)")

@@ -12,51 +12,22 @@ import concurrent.futures as futures
 import math
 import multiprocessing
 import os
-import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
 from mp1 import jsonio
 from mp1.envs import make_env
 from mp1.policies import Policy
 from mp1.progress import progress_bar
+from mp1.runtime import PolicyRunner
 
 # DP3's Meta-World episode length; also the registered horizon of all three Adroit v1 tasks
 # (docs/adroit.md), so one length serves both suites.
 DP3_EPISODE_STEPS = 200
-
-
-class PolicyRunner:
-    """Keeps the last `n_obs_steps` observations and hands out the next action of the current
-    chunk, asking the policy for a new chunk when the last one is used up."""
-
-    def __init__(self, policy: Policy, seed: int = 0):
-        self.policy = policy
-        self.generator = torch.Generator(device=policy.device).manual_seed(seed)
-        self.latencies_ms: list[float] = []
-        self.reset()
-
-    def reset(self) -> None:
-        self.history: deque[dict[str, np.ndarray]] = deque(maxlen=self.policy.config.n_obs_steps)
-        self.pending: deque[np.ndarray] = deque()
-
-    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        self.history.append({"point_cloud": obs["point_cloud"], "agent_pos": obs["agent_pos"]})
-        while len(self.history) < self.history.maxlen:  # the first step is repeated, as in training
-            self.history.appendleft(self.history[0])
-        if not self.pending:
-            batch = {key: np.stack([h[key] for h in self.history])[None] for key in ("point_cloud", "agent_pos")}
-            start = time.perf_counter()
-            chunk = self.policy.predict_action(batch, generator=self.generator)["action"][0]
-            if chunk.device.type == "cuda":
-                torch.cuda.synchronize(chunk.device)
-            self.latencies_ms.append((time.perf_counter() - start) * 1e3)
-            self.pending.extend(chunk.cpu().numpy())
-        return self.pending.popleft()
 
 
 @dataclass

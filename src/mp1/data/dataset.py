@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mp1.data.store import load_store
-from mp1.policies import LinearNormalizer
+from mp1.runtime import LinearNormalizer
 
 
 class PointCloudDataset(Dataset):

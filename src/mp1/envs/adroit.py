@@ -10,7 +10,7 @@ observations, the same contract as :class:`mp1.envs.metaworld.MetaWorldEnv`::
 Point cloud: metric depth (84x84 by default, as DP3) from one camera per task, back-projected
 to the world frame, cropped to :data:`DEFAULT_CROP` (the table top and everything below it
 removed; for pen also the fixed forearm), then farthest point sampling from index 0
-(:mod:`mp1.envs.pointcloud`).
+(:mod:`mp1.runtime.pointcloud`).
 
 Cameras. DP3 rendered door and hammer from a ``top`` camera that its own copies of the XML
 models add (straight down from 1.5 m / 1.1 m) and pen from ``vil_camera``; gymnasium-robotics'
@@ -77,8 +77,7 @@ from mp1.envs.adroit_experts import (
     expert_file_name,
 )
 from mp1.envs import unknown_name
-from mp1.envs.base import PointCloudEnv
-from mp1.envs.pointcloud import look_at_quat
+from mp1.envs.base import PointCloudEnv, look_at_quat
 
 TASKS: tuple[str, ...] = ("door", "hammer", "pen")
 

@@ -3,7 +3,7 @@
 A subclass builds the inner environment (anything with `model`, `data`, `np_random`,
 `reset()`, `step()` and an `info["success"]`), places its camera, and says what the agent
 state is and what the expert does. This class renders depth, turns it into a world-frame
-point cloud (`mp1.envs.pointcloud`), seeds layouts from its own generator, counts steps and
+point cloud (`mp1.runtime.pointcloud`), seeds layouts from its own generator, counts steps and
 truncates.
 """
 
@@ -16,7 +16,7 @@ import mujoco
 import numpy as np
 import numpy.typing as npt
 
-from mp1.envs.pointcloud import crop, depth_to_points, farthest_point_sample, mujoco_camera
+from mp1.runtime.pointcloud import crop, depth_to_points, farthest_point_sample
 
 
 class PointCloudEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
@@ -155,3 +155,38 @@ class PointCloudEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             obs["rgb"] = rgb
             obs["depth"] = depth
         return obs
+
+
+def mujoco_camera(
+    model: mujoco.MjModel, data: mujoco.MjData, camera: str
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], float]:
+    """World pose and vertical field of view of a named MuJoCo camera.
+
+    Reads ``data.cam_xpos`` / ``data.cam_xmat`` (valid after ``mj_forward`` or a step), so
+    cameras attached to moving bodies are handled. The rotation is camera-to-world in the
+    OpenGL convention (looks along -z, y up).
+
+    Returns:
+        ``(cam_pos (3,), cam_rot (3, 3), fovy_deg)``.
+    """
+    try:
+        cam_id = model.camera(camera).id
+    except KeyError:
+        names = [model.camera(i).name for i in range(model.ncam)]
+        raise ValueError(f"no camera named {camera!r}; the model has {names}") from None
+    pos = np.array(data.cam_xpos[cam_id], dtype=np.float64)
+    rot = np.array(data.cam_xmat[cam_id], dtype=np.float64).reshape(3, 3)
+    return pos, rot, float(model.cam_fovy[cam_id])
+
+
+def look_at_quat(pos: npt.ArrayLike, target: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """MuJoCo camera quaternion (w, x, y, z) looking from ``pos`` at ``target``, world +z up."""
+    forward = np.subtract(target, pos, dtype=np.float64)
+    forward /= np.linalg.norm(forward)
+    right = np.cross(forward, (0.0, 0.0, 1.0))
+    right /= np.linalg.norm(right)
+    up = np.cross(right, forward)
+    # "opengl" convention: x right, y up, looking along -z.
+    quat = np.empty(4)
+    mujoco.mju_mat2Quat(quat, np.stack([right, up, -forward], axis=1).reshape(-1))
+    return quat

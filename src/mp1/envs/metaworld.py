@@ -11,7 +11,7 @@ returns DP3-style observations::
 Point cloud: metric depth from one camera (``mujoco.Renderer``), back-projected to the world
 frame, cropped to :func:`default_crop` (table top, floor, the table's rim walls and the
 robot's pedestal removed; objects, gripper and the arm below z = 0.65 kept), then farthest
-point sampling from index 0 (:mod:`mp1.envs.pointcloud`). Goal markers (MuJoCo sites, e.g.
+point sampling from index 0 (:mod:`mp1.runtime.pointcloud`). Goal markers (MuJoCo sites, e.g.
 reach's target) are rendered and so appear in the cloud, as in DP3's mujoco-py renders; for
 reach, push and pick-place they are the only visual cue of the randomised goal.
 
@@ -48,8 +48,7 @@ from metaworld.env_dict import ALL_V3_ENVIRONMENTS, ALL_V3_ENVIRONMENTS_GOAL_OBS
 from metaworld.policies import ENV_POLICY_MAP
 
 from mp1.envs import unknown_name
-from mp1.envs.base import PointCloudEnv
-from mp1.envs.pointcloud import look_at_quat
+from mp1.envs.base import PointCloudEnv, look_at_quat
 
 #: All 50 Meta-World v3 task names, without the ``-v3`` suffix.
 TASKS: tuple[str, ...] = tuple(name.removesuffix("-v3") for name in ALL_V3_ENVIRONMENTS)

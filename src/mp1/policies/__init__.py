@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from mp1.policies.config import POLICY_CONFIGS, PRESETS, PolicyConfig, make_config
-from mp1.policies.normalizer import LinearNormalizer
+from mp1.runtime.normalizer import LinearNormalizer
 from mp1.policies.policy import Policy, PolicyFileError
 
 POLICY_NAMES = tuple(POLICY_CONFIGS)

@@ -17,7 +17,7 @@ import mp1
 from mp1.nn import ConditionalUnet1D, ObservationEncoder
 from mp1.objectives.base import NetOutput
 from mp1.policies.config import POLICY_CONFIGS, PolicyConfig, config_from_dict, config_to_dict
-from mp1.policies.normalizer import LinearNormalizer
+from mp1.runtime.normalizer import LinearNormalizer
 
 FILE_FORMAT = "mp1-policy"
 # Version 2 adds `checksum` (tensors_digest of the weights), verified on load; version 1 files,
@@ -89,8 +89,6 @@ class Policy(nn.Module):
         self.normalizer.load_state_dict(normalizer.state_dict())
 
     def encode(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        if not self.normalizer.fitted:
-            raise ValueError("the policy has no normaliser: call set_normalizer() with one fitted on the data")
         point_cloud = self.normalizer.normalize("point_cloud", obs["point_cloud"])
         agent_pos = self.normalizer.normalize("agent_pos", obs["agent_pos"])
         return self.encoder(point_cloud, agent_pos)
@@ -114,7 +112,11 @@ class Policy(nn.Module):
         with torch.inference_mode():
             obs = self.validate_obs(obs)
             shape = (obs["agent_pos"].shape[0], self.config.horizon, self.config.action_dim)
-            noise = torch.randn(shape, device=self.device, generator=generator)
+            # Drawn on the CPU (a few numbers) and copied: the same seed gives the same actions on
+            # any device, and no CUDA generator meets a captured CUDA graph.
+            if generator is not None and generator.device.type != "cpu":
+                raise ValueError(f"generator must be a CPU torch.Generator, got one on {generator.device}")
+            noise = torch.randn(shape, generator=generator).to(self.device)
             if steps is None and self._fast_sampler is not None:
                 action_pred = self._fast_sampler(obs["point_cloud"], obs["agent_pos"], noise)
             else:
@@ -153,6 +155,8 @@ class Policy(nn.Module):
 
     def validate_obs(self, obs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Checks keys, shapes, dtypes and finiteness; returns float32 tensors on our device."""
+        if not self.normalizer.fitted:  # checked here, so that the tensor path stays free of data-dependent branches
+            raise ValueError("the policy has no normaliser: call set_normalizer() with one fitted on the data")
         c = self.config
         if not isinstance(obs, Mapping):
             raise ValueError(f"obs must be a dict with 'point_cloud' and 'agent_pos', got {type(obs).__name__}")

@@ -1,8 +1,7 @@
 """Point clouds from depth images: back-projection, workspace crop, farthest point sampling.
 
-Everything here except :func:`mujoco_camera` is simulator-independent numpy (mujoco is not
-even imported), so the same
-pipeline turns a real RGB-D frame (intrinsics ``K`` plus extrinsics from a hand-eye
+Everything here is simulator-independent numpy (part of `mp1.runtime`: a robot computer needs
+no simulator), so the same pipeline turns a real RGB-D frame (intrinsics ``K`` plus extrinsics from a hand-eye
 calibration) into the observation a policy was trained on.
 
 Camera convention
@@ -29,14 +28,11 @@ buffers (``mujoco.mjr_readPixels``, mujoco-py, older datasets) need
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import fpsample
 import numpy as np
 import numpy.typing as npt
-
-if TYPE_CHECKING:  # mujoco is only needed to read a simulated camera, not on a real robot.
-    import mujoco
 
 CameraConvention = Literal["opengl", "opencv"]
 
@@ -182,39 +178,3 @@ def depth_buffer_to_metric(
         b = 1.0 - b
     return (near / (1.0 - b * (1.0 - near / far))).astype(np.float32)
 
-
-def mujoco_camera(
-    model: mujoco.MjModel, data: mujoco.MjData, camera: str
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], float]:
-    """World pose and vertical field of view of a named MuJoCo camera.
-
-    Reads ``data.cam_xpos`` / ``data.cam_xmat`` (valid after ``mj_forward`` or a step), so
-    cameras attached to moving bodies are handled. The rotation is camera-to-world in the
-    OpenGL convention (looks along -z, y up).
-
-    Returns:
-        ``(cam_pos (3,), cam_rot (3, 3), fovy_deg)``.
-    """
-    try:
-        cam_id = model.camera(camera).id
-    except KeyError:
-        names = [model.camera(i).name for i in range(model.ncam)]
-        raise ValueError(f"no camera named {camera!r}; the model has {names}") from None
-    pos = np.array(data.cam_xpos[cam_id], dtype=np.float64)
-    rot = np.array(data.cam_xmat[cam_id], dtype=np.float64).reshape(3, 3)
-    return pos, rot, float(model.cam_fovy[cam_id])
-
-
-def look_at_quat(pos: npt.ArrayLike, target: npt.ArrayLike) -> npt.NDArray[np.float64]:
-    """MuJoCo camera quaternion (w, x, y, z) looking from ``pos`` at ``target``, world +z up."""
-    import mujoco
-
-    forward = np.subtract(target, pos, dtype=np.float64)
-    forward /= np.linalg.norm(forward)
-    right = np.cross(forward, (0.0, 0.0, 1.0))
-    right /= np.linalg.norm(right)
-    up = np.cross(right, forward)
-    # "opengl" convention: x right, y up, looking along -z.
-    quat = np.empty(4)
-    mujoco.mju_mat2Quat(quat, np.stack([right, up, -forward], axis=1).reshape(-1))
-    return quat

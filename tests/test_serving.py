@@ -1,0 +1,142 @@
+"""mp1 serve and PolicyClient: an episode through the server equals the in-process runner;
+bad frames get error replies and the server keeps serving; a restart is survived."""
+
+import socket
+import subprocess
+import sys
+
+import msgpack
+import numpy as np
+import pytest
+from websockets.sync.client import connect
+
+from mp1.data.demos import DemoConfig, generate_demos
+from mp1.policies.policy import read_policy_file
+from mp1.runtime import PolicyRunner, load_policy
+from mp1.serving import PolicyClient, PolicyServerError
+from mp1.serving.wire import WireError, pack, unpack
+from mp1.train import Trainer, parse_overrides
+
+TINY = [
+    "model.unet.down_dims=[16,32,64]", "model.unet.time_embed_dim=16", "model.encoder.point_hidden_dims=[16,32]",
+    "batch_size=16", "threads=1", "demos=2", "video=false", "epochs=1", "eval_every=0", "final_eval_episodes=0",
+]
+
+
+@pytest.fixture(scope="module")
+def policy_file(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    generate_demos(["metaworld/button-press"], root / "demos", DemoConfig(episodes=2, steps_after_success=2))
+    Trainer(parse_overrides(TINY + ["policy=mp1-tuned", f"data_dir={root / 'demos'}", f"run_dir={root / 'run'}"])).train()
+    return root / "run" / "policy_latest.pt"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(policy_file, port):
+    return subprocess.Popen([sys.executable, "-m", "mp1", "serve", str(policy_file), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def server(policy_file):
+    port = free_port()
+    process = start_server(policy_file, port)
+    yield port
+    process.kill()
+    process.wait()
+
+
+def test_wire_round_trip_and_refusals():
+    message = {"obs": {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.array([True, False])}, "n": 3}
+    back = unpack(pack(message))
+    assert back["n"] == 3 and back["obs"]["a"].dtype == np.float32
+    np.testing.assert_array_equal(back["obs"]["a"], message["obs"]["a"])
+    for frame in (b"\xc1garbage", "text", msgpack.packb({"x": {"__ndarray__": True, "dtype": "|O", "shape": [1], "data": b"\0" * 8}}),
+                  msgpack.packb({"x": {"__ndarray__": True, "dtype": "<f4", "shape": [3], "data": b"\0" * 8}})):
+        with pytest.raises(WireError):
+            unpack(frame)
+    with pytest.raises(TypeError):
+        pack({"x": np.array([object()])})
+
+
+def test_episode_through_the_server_equals_the_in_process_runner(policy_file, server):
+    from mp1.envs import make_env
+
+    extra = read_policy_file(policy_file)["extra"]
+    env = make_env(extra["task"], seed=0, **extra["observation"])
+    runner = PolicyRunner(load_policy(policy_file), seed=0)
+    with PolicyClient(port=server, reconnect_s=60) as client:
+        assert client.metadata["policy"] == "mp1-tuned" and client.metadata["action_dim"] == 4
+        assert client.metadata["observation"]["num_points"] == 512
+        obs, _ = env.reset(seed=1000)
+        for _ in range(9):  # three chunks of three actions
+            remote, local = client.act(obs), runner.act(obs)
+            np.testing.assert_allclose(remote, local, rtol=1e-5, atol=1e-6)
+            assert client.last_timing["server_ms"] >= client.last_timing["infer_ms"] >= 0
+            obs, *_ = env.step(remote)
+        chunk = client.act(obs, chunk=True)
+        np.testing.assert_allclose(chunk, runner.plan(obs), rtol=1e-5, atol=1e-6)
+        assert chunk.shape == (3, 4)
+        client.reset()
+        runner.reset()
+    env.close()
+
+
+@pytest.mark.parametrize("request_, problem", [
+    ({"type": "fly"}, "expected a message"),
+    ({"type": "act", "obs": {"agent_pos": np.zeros(9, np.float32)}}, "'obs.point_cloud' is missing"),
+    ({"type": "act", "obs": {"point_cloud": np.zeros((512, 4), np.float32), "agent_pos": np.zeros(9, np.float32)}}, "has shape (512, 4)"),
+    ({"type": "act", "obs": {"point_cloud": np.zeros((0, 3), np.float32), "agent_pos": np.zeros(9, np.float32)}}, "has shape (0, 3)"),
+    ({"type": "act", "obs": {"point_cloud": np.zeros((512, 3), np.float32), "agent_pos": np.full(9, np.nan, np.float32)}}, "finite"),
+])
+def test_bad_frames_get_error_replies_and_the_server_keeps_serving(server, request_, problem):
+    with connect(f"ws://127.0.0.1:{server}", open_timeout=60) as ws:
+        unpack(ws.recv(timeout=30))  # metadata
+        ws.send(b"\x00\xffnot msgpack")
+        assert unpack(ws.recv(timeout=30))["type"] == "error"
+        ws.send(pack(request_))
+        reply = unpack(ws.recv(timeout=30))
+        assert reply["type"] == "error" and problem in reply["error"], reply
+        good = {"type": "act", "obs": {"point_cloud": np.random.rand(512, 3).astype(np.float32), "agent_pos": np.zeros(9, np.float32)}}
+        ws.send(pack(good))
+        assert unpack(ws.recv(timeout=30))["action"].shape == (4,)
+
+
+def test_client_that_vanishes_mid_request_costs_nothing(server):
+    obs = {"point_cloud": np.random.rand(512, 3).astype(np.float32), "agent_pos": np.zeros(9, np.float32)}
+    for _ in range(3):
+        with connect(f"ws://127.0.0.1:{server}", open_timeout=60) as ws:
+            ws.recv(timeout=30)
+            ws.send(pack({"type": "act", "obs": obs}))
+            ws.socket.close()  # gone without a close handshake, before the reply
+    with PolicyClient(port=server) as client:
+        assert client.act(obs).shape == (4,)
+        with pytest.raises(PolicyServerError, match="expected a message"):
+            client._request({"type": "fly"})
+
+
+def test_client_reconnects_after_a_server_restart(policy_file):
+    port = free_port()
+    obs = {"point_cloud": np.random.rand(512, 3).astype(np.float32), "agent_pos": np.zeros(9, np.float32)}
+    first = start_server(policy_file, port)
+    try:
+        client = PolicyClient(port=port, reconnect_s=60)
+        client.act(obs)
+        first.kill()
+        first.wait()
+        second = start_server(policy_file, port)
+        try:
+            assert client.act(obs).shape == (4,) and client.reconnects == 1
+        finally:
+            second.kill()
+            second.wait()
+        client.close()
+    finally:
+        first.kill()
+    with pytest.raises(PolicyServerError, match="no policy server"):
+        PolicyClient(port=port, reconnect_s=0.5)
