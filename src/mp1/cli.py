@@ -58,10 +58,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from omegaconf.errors import OmegaConfBaseException
 
     from mp1.data.demos import DemoGenerationError
+    from mp1.envs import MissingExtraError
     from mp1.lock import FolderLockedError
     from mp1.sweep import SweepError
 
-    return ValueError, FileNotFoundError, DemoGenerationError, OmegaConfBaseException, SweepError, FolderLockedError
+    return (ValueError, FileNotFoundError, DemoGenerationError, OmegaConfBaseException, SweepError, FolderLockedError,
+            MissingExtraError)
 
 
 def cmd_toy(args: argparse.Namespace) -> None:

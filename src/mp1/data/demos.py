@@ -113,15 +113,23 @@ def generate_task_demos(
             "demo_config": asdict(config),
             "observation": observation_attrs(env),
             "success_min_steps": env.success_min_steps,
-            "versions": {
-                pkg: version(pkg)
-                for pkg in ("mp1", "mujoco", "metaworld", "gymnasium", "gymnasium-robotics", "numpy", "zarr")
-            },
+            "versions": package_versions(SUITE_PACKAGES[env_name.partition("/")[0]]),
         }
         write_store(path, kept, attrs)
         return DemoResult(env_name, str(path), len(kept), attempts, int(sum(len(e["action"]) for e in kept)))
     finally:
         env.close()
+
+
+# What a store records the versions of: the shared stack and the suite's own simulator package.
+SUITE_PACKAGES = {
+    "metaworld": ("mp1", "mujoco", "metaworld", "gymnasium", "numpy", "zarr"),
+    "adroit": ("mp1", "mujoco", "gymnasium-robotics", "gymnasium", "numpy", "zarr"),
+}
+
+
+def package_versions(packages: tuple[str, ...]) -> dict[str, str]:
+    return {package: version(package) for package in packages}
 
 
 def observation_attrs(env) -> dict[str, Any]:

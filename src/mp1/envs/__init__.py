@@ -24,6 +24,10 @@ choose_gl_backend()
 SUITES = ("metaworld", "adroit")
 
 
+class MissingExtraError(ModuleNotFoundError):
+    """A suite whose optional dependency is not installed (the message names the pip extra)."""
+
+
 def unknown_name(kind: str, name: str, valid: list[str] | tuple[str, ...]) -> ValueError:
     """The error for a name not in `valid`, suggesting the closest valid names."""
     close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
@@ -87,4 +91,4 @@ def resolve_env_names(specs: list[str]) -> list[str]:
     return names
 
 
-__all__ = ["SUITES", "make_env", "resolve_env_names", "task_sets", "unknown_name"]
+__all__ = ["SUITES", "MissingExtraError", "make_env", "resolve_env_names", "task_sets", "unknown_name"]

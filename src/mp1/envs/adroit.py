@@ -76,7 +76,7 @@ from mp1.envs.adroit_experts import (
     default_expert_file,
     expert_file_name,
 )
-from mp1.envs import unknown_name
+from mp1.envs import MissingExtraError, unknown_name
 from mp1.envs.base import PointCloudEnv, look_at_quat
 
 TASKS: tuple[str, ...] = ("door", "hammer", "pen")
@@ -166,7 +166,12 @@ class AdroitEnv(PointCloudEnv):
     ) -> None:
         # Imported here, not at the top: it registers the AdroitHand environments and prints a
         # notice about the Dense variants' rewards (not used here) that need not greet every command.
-        import gymnasium_robotics  # noqa: F401
+        try:
+            import gymnasium_robotics  # noqa: F401
+        except ModuleNotFoundError:
+            raise MissingExtraError(
+                "the Adroit tasks need gymnasium-robotics: pip install 'mp1[adroit]'"
+            ) from None
 
         task = _canonical_task(task)
         spec = gym.spec(_ENV_IDS[task])
