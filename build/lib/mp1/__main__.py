@@ -1,0 +1,3 @@
+from mp1.cli import main
+
+main()

@@ -1,0 +1,173 @@
+"""Demonstration stores in DP3's zarr layout, so that stores made by DP3's own scripts load too.
+
+    data/point_cloud  (T, N, 3 or 6) float32   all episodes concatenated, time-major
+    data/state        (T, Ds)        float32   the agent_pos of each step
+    data/action       (T, Da)        float32
+    data/full_state   (T, Df)        optional, the simulator's raw observation
+    data/img, data/depth             optional images
+    meta/episode_ends (E,)           int64, exclusive end index of each episode
+
+Reading checks everything a training run relies on and names the key and the problem,
+including each array against the sha256 recorded when the store was written (stores made
+elsewhere, e.g. by DP3's scripts, have none and are checked for shape and values only);
+writing goes to a temporary folder renamed into place, so an interrupted write leaves no
+half store behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import zarr
+
+REQUIRED_KEYS = ("point_cloud", "state", "action")
+CHECKSUM_ATTR = "content_sha256"  # {array name: array_digest}, written by write_store
+
+
+class StoreError(ValueError):
+    """A demonstration store that cannot be used as it is."""
+
+
+@dataclass
+class EpisodeStore:
+    arrays: dict[str, np.ndarray]
+    episode_ends: np.ndarray
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.episode_ends)
+
+    def episode_bounds(self, index: int) -> tuple[int, int]:
+        start = 0 if index == 0 else int(self.episode_ends[index - 1])
+        return start, int(self.episode_ends[index])
+
+
+def load_store(path: str | os.PathLike, keys: Sequence[str] = REQUIRED_KEYS) -> EpisodeStore:
+    """Reads and validates `keys` of a store (zarr format 2 or 3); extra keys are ignored."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no demonstration store at {path}")
+    try:
+        root = zarr.open_group(str(path), mode="r")
+    except Exception as error:  # zarr raises several unrelated types for a non-store
+        raise StoreError(f"{path} is not a zarr store: {error}") from error
+    for group in ("data", "meta"):
+        if group not in root:
+            raise StoreError(f"{path}: missing group '{group}/'")
+    if "episode_ends" not in root["meta"]:
+        raise StoreError(f"{path}: missing key 'meta/episode_ends'")
+    arrays = {}
+    try:
+        for key in keys:
+            if key not in root["data"]:
+                raise StoreError(f"{path}: missing key 'data/{key}'")
+            arrays[key] = np.asarray(root["data"][key][:])
+        episode_ends = np.asarray(root["meta"]["episode_ends"][:])
+    except StoreError:
+        raise
+    except Exception as error:  # a truncated or corrupt chunk: zarr's codecs raise many types
+        raise StoreError(f"{path}: unreadable data ({type(error).__name__}: {error}); regenerate the store") from None
+    attrs = dict(root.attrs)
+    recorded = attrs.get(CHECKSUM_ATTR, {})
+    for key, value in {**arrays, "episode_ends": episode_ends}.items():
+        if key in recorded and array_digest(value) != recorded[key]:
+            raise StoreError(
+                f"{path}: '{key}' differs from what was written (a chunk missing or altered); regenerate the store"
+            )
+    store = EpisodeStore(arrays, episode_ends.astype(np.int64), attrs)
+    validate_store(store, str(path))
+    return store
+
+
+def array_digest(value: np.ndarray) -> str:
+    """sha256 of an array's dtype, shape and bytes: recorded when a store is written and
+    checked when it is read, so a lost chunk (which zarr fills with zeros) cannot pass."""
+    value = np.ascontiguousarray(value)
+    digest = hashlib.sha256(f"{value.dtype.str}{value.shape}".encode())
+    digest.update(value.data)
+    return digest.hexdigest()
+
+
+def validate_store(store: EpisodeStore, where: str) -> None:
+    ends = store.episode_ends
+    if ends.ndim != 1 or len(ends) == 0:
+        raise StoreError(f"{where}: 'meta/episode_ends' must be a non-empty 1-D array, got shape {ends.shape}")
+    if np.any(np.diff(ends) <= 0) or ends[0] <= 0:
+        raise StoreError(f"{where}: 'meta/episode_ends' must be positive and strictly increasing, got {ends.tolist()}")
+    lengths = {key: len(value) for key, value in store.arrays.items()}
+    if len(set(lengths.values())) > 1:
+        raise StoreError(f"{where}: arrays have mismatched lengths {lengths}")
+    total = next(iter(lengths.values()))
+    if ends[-1] != total:
+        raise StoreError(f"{where}: 'meta/episode_ends' ends at {ends[-1]} but the arrays hold {total} steps")
+    for key, value in store.arrays.items():
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            bad = np.argwhere(~np.isfinite(value.reshape(len(value), -1)))[0][0]
+            raise StoreError(f"{where}: 'data/{key}' contains NaN or inf (first at step {bad})")
+    point_cloud = store.arrays.get("point_cloud")
+    if point_cloud is not None and (point_cloud.ndim != 3 or point_cloud.shape[-1] not in (3, 6)):
+        raise StoreError(f"{where}: 'data/point_cloud' has shape {point_cloud.shape}; expected (T, N, 3 or 6)")
+    for key in ("state", "action"):
+        if key in store.arrays and store.arrays[key].ndim != 2:
+            raise StoreError(f"{where}: 'data/{key}' has shape {store.arrays[key].shape}; expected (T, D)")
+
+
+def write_store(
+    path: str | os.PathLike,
+    episodes: Sequence[dict[str, np.ndarray]],
+    attrs: dict[str, Any] | None = None,
+    zarr_format: int = 3,
+) -> None:
+    """Writes episodes (each a dict of time-major arrays with the same keys) atomically."""
+    if not episodes:
+        raise ValueError("no episodes to write")
+    path = Path(path)
+    remove_dead_writers_leftovers(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    shutil.rmtree(temporary, ignore_errors=True)
+    try:
+        root = zarr.open_group(str(temporary), mode="w", zarr_format=zarr_format)
+        data = root.require_group("data")
+        digests = {}
+        for key in episodes[0]:
+            values = np.concatenate([episode[key] for episode in episodes])
+            chunks = (min(len(values), 100), *values.shape[1:])
+            data.create_array(key, data=values, chunks=chunks)
+            digests[key] = array_digest(values)
+        ends = np.cumsum([len(episode["action"]) for episode in episodes]).astype(np.int64)
+        root.require_group("meta").create_array("episode_ends", data=ends)
+        digests["episode_ends"] = array_digest(ends)
+        root.attrs.update({**(attrs or {}), CHECKSUM_ATTR: digests})
+        validate_store(load_store(temporary, keys=list(episodes[0])), str(temporary))
+        previous = path.with_name(f".{path.name}.{os.getpid()}.old")
+        if path.exists():
+            os.replace(path, previous)
+        os.replace(temporary, path)
+        shutil.rmtree(previous, ignore_errors=True)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def remove_dead_writers_leftovers(path: Path) -> None:
+    """Removes `.<store>.<pid>.tmp` / `.old` folders beside `path` whose writer was killed."""
+    for leftover in path.parent.glob(f".{path.name}.*"):
+        pid = leftover.name.removeprefix(f".{path.name}.").partition(".")[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True

@@ -1,0 +1,89 @@
+"""ONNX export of the one-step policies: normalisation, point-cloud encoder, network and
+unnormalisation in one graph, with the sampling noise as an input (so the caller controls
+randomness and the graph is deterministic). DP3's 10-step DDIM loop stays torch-only.
+
+    mp1 export runs/.../policy_latest.pt --onnx policy.onnx
+
+The graph's inputs are `point_cloud` (1, n_obs_steps, N, C), `agent_pos` (1, n_obs_steps, Ds)
+and `noise` (1, horizon, Da), float32; its output `action_pred` (1, horizon, Da), of which a
+runner executes steps `n_obs_steps - 1` to `n_obs_steps - 1 + n_action_steps`. Running it needs
+onnxruntime and numpy only.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mp1.objectives import Diffusion
+from mp1.policies import Policy
+
+INPUTS = ("point_cloud", "agent_pos", "noise")
+
+
+class SampleGraph(nn.Module):
+    """`Policy.sample_actions` as a module: observations and noise -> action chunk."""
+
+    def __init__(self, policy: Policy):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, point_cloud: torch.Tensor, agent_pos: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return self.policy.sample_actions(point_cloud, agent_pos, noise)
+
+
+def example_inputs(policy: Policy, num_points: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Inputs in the normaliser's range (uniform between the per-dimension minimum and maximum it was fitted on)."""
+    c, rng = policy.config, np.random.default_rng(seed)
+
+    def within(key: str, shape: tuple[int, ...]) -> np.ndarray:
+        low, high = (policy.normalizer.unnormalize(key, torch.full((shape[-1],), v)).numpy() for v in (-1.0, 1.0))
+        return (low + (high - low) * rng.random(shape)).astype(np.float32)
+
+    return {
+        "point_cloud": within("point_cloud", (1, c.n_obs_steps, num_points, c.point_dim)),
+        "agent_pos": within("agent_pos", (1, c.n_obs_steps, c.state_dim)),
+        "noise": rng.standard_normal((1, c.horizon, c.action_dim)).astype(np.float32),
+    }
+
+
+def export_onnx(policy: Policy, out: str | Path, num_points: int = 512) -> Path:
+    """Writes the graph (fixed shapes: batch 1, `num_points` points) to `out`."""
+    if isinstance(policy.objective, Diffusion):
+        raise ValueError(f"{policy.name} samples with a {policy.objective.sample_steps}-step DDIM loop; "
+                         "ONNX export is for the one-step policies (mp1, mp1-tuned, flowpolicy, flowmatching)")
+    policy = policy.cpu().eval()
+    inputs = tuple(torch.from_numpy(v) for v in example_inputs(policy, num_points).values())
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")  # the exporter's notes on its own internals
+        torch.onnx.export(SampleGraph(policy), inputs, str(out), input_names=list(INPUTS),
+                          output_names=["action_pred"], dynamo=True, verbose=False)
+    return out
+
+
+def onnx_session(path: str | Path, threads: int = 0):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only (it notes that it cannot constant-fold Mish)
+    if threads:
+        options.intra_op_num_threads = threads
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def max_difference(policy: Policy, session, num_points: int = 512, trials: int = 3) -> float:
+    """Largest |onnxruntime - torch| over the action chunks of `trials` random inputs."""
+    policy = policy.cpu().eval()
+    worst = 0.0
+    for seed in range(trials):
+        feed = example_inputs(policy, num_points, seed)
+        with torch.inference_mode():
+            expected = policy.sample_actions(*(torch.from_numpy(feed[k]) for k in INPUTS)).numpy()
+        worst = max(worst, float(np.abs(session.run(None, feed)[0] - expected).max()))
+    return worst

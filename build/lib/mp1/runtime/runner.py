@@ -1,0 +1,57 @@
+"""The stateful side of a deployed policy: observation history in, one action per control step
+out, a new chunk from the policy when the current one is used up."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:  # imported by whoever loads the policy (mp1.runtime.load_policy)
+    from mp1.policies import Policy
+
+
+class PolicyRunner:
+    """Keeps the last `n_obs_steps` observations and hands out the next action of the current
+    chunk (`act`), asking the policy for a new chunk when the last one is used up; or a whole
+    new chunk at once (`plan`), for a robot that executes chunks itself. The noise comes from
+    a CPU generator seeded with `seed`, so a seed gives the same actions on any device."""
+
+    def __init__(self, policy: Policy, seed: int = 0):
+        self.policy = policy
+        self.generator = torch.Generator().manual_seed(seed)
+        self.latencies_ms: list[float] = []
+        self.reset()
+
+    def reset(self) -> None:
+        self.history: deque[dict[str, np.ndarray]] = deque(maxlen=self.policy.config.n_obs_steps)
+        self.pending: deque[np.ndarray] = deque()
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        self.observe(obs)
+        if not self.pending:
+            self.pending.extend(self.predict_chunk())
+        return self.pending.popleft()
+
+    def plan(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """A new chunk (n_action_steps, Da) for this observation; nothing is left pending."""
+        self.observe(obs)
+        self.pending.clear()
+        return self.predict_chunk()
+
+    def observe(self, obs: dict[str, np.ndarray]) -> None:
+        self.history.append({"point_cloud": obs["point_cloud"], "agent_pos": obs["agent_pos"]})
+        while len(self.history) < self.history.maxlen:  # the first step is repeated, as in training
+            self.history.appendleft(self.history[0])
+
+    def predict_chunk(self) -> np.ndarray:
+        batch = {key: np.stack([h[key] for h in self.history])[None] for key in ("point_cloud", "agent_pos")}
+        start = time.perf_counter()
+        chunk = self.policy.predict_action(batch, generator=self.generator)["action"][0]
+        if chunk.device.type == "cuda":
+            torch.cuda.synchronize(chunk.device)
+        self.latencies_ms.append((time.perf_counter() - start) * 1e3)
+        return chunk.cpu().numpy()

@@ -1,0 +1,90 @@
+"""The robot's side of `mp1 serve`: `PolicyClient(host, port).act(obs)`. Needs numpy, msgpack
+and websockets only (no torch, no mp1 model code)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import numpy as np
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from mp1.serving.wire import pack, unpack
+
+
+class PolicyServerError(RuntimeError):
+    """The server refused a request (the message says why) or cannot be reached."""
+
+
+class PolicyClient:
+    """One episode at a time against a policy server. `metadata` describes the policy
+    (observation shapes, action dimension, control settings); `last_timing` holds the
+    server's timing of the last reply. If the connection drops (a server restart), the next
+    request reconnects for up to `reconnect_s` seconds; the server then holds a fresh runner,
+    so the observation history restarts as after `reset()`."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 8000, timeout_s: float = 30.0, reconnect_s: float = 10.0):
+        self.url = f"ws://{host}:{port}"
+        self.timeout_s, self.reconnect_s = timeout_s, reconnect_s
+        self.metadata: dict[str, Any] = {}
+        self.last_timing: dict[str, float] = {}
+        self.reconnects = 0
+        self._connection: ClientConnection | None = None
+        self._open = contextlib.ExitStack()  # websockets wants its connections used as context managers
+        self._connect()
+
+    def act(self, obs: dict[str, np.ndarray], chunk: bool = False) -> np.ndarray:
+        """The next action (Da,) for this observation step `{"point_cloud": (N, C), "agent_pos":
+        (Ds,)}`; with `chunk=True` a whole new chunk (n_action_steps, Da)."""
+        obs = {key: np.asarray(value, dtype=np.float32) for key, value in obs.items()}
+        return self._request({"type": "act", "obs": obs, "chunk": chunk})["action"]
+
+    def reset(self) -> None:
+        """Starts a new episode: the server forgets the observation history and pending actions."""
+        self._request({"type": "reset"})
+
+    def close(self) -> None:
+        self._open.close()
+        self._connection = None
+
+    def __enter__(self) -> "PolicyClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _connect(self) -> None:
+        deadline = time.monotonic() + self.reconnect_s
+        while True:
+            try:
+                self._connection = self._open.enter_context(
+                    connect(self.url, open_timeout=self.timeout_s, max_size=None, compression=None)
+                )
+                self.metadata = unpack(self._connection.recv(timeout=self.timeout_s))
+                return
+            except (OSError, ConnectionClosed, TimeoutError) as error:
+                if time.monotonic() > deadline:
+                    raise PolicyServerError(f"no policy server at {self.url} ({error})") from None
+                time.sleep(0.2)
+
+    def _request(self, message: dict[str, Any]) -> dict[str, Any]:
+        frame = pack(message)
+        try:
+            reply = self._exchange(frame)
+        except (OSError, ConnectionClosed):  # the server went away: reconnect once, with a fresh runner
+            self.close()
+            self._connect()
+            self.reconnects += 1
+            reply = self._exchange(frame)
+        if reply.get("type") == "error":
+            raise PolicyServerError(reply.get("error", "unknown error"))
+        self.last_timing = reply.get("timing", {})
+        return reply
+
+    def _exchange(self, frame: bytes) -> dict[str, Any]:
+        if self._connection is None:
+            self._connect()
+        self._connection.send(frame)
+        return unpack(self._connection.recv(timeout=self.timeout_s))
