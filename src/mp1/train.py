@@ -9,7 +9,6 @@ and `policy_best.pt` (EMA weights), `eval/` results and videos, and `final.json`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import time
@@ -28,6 +27,7 @@ from mp1.data import PointCloudDataset
 from mp1.data.demos import DemoConfig, default_store_path, generate_demos
 from mp1.envs import resolve_env_names
 from mp1.evaluate import DP3_EPISODE_STEPS, EvalResult, dp3_protocol, evaluate, observation_settings
+from mp1.integrity import content_digest
 from mp1.lock import FolderLock
 from mp1.policies import POLICY_NAMES, PRESETS, Policy, make_config
 from mp1.policies.policy import atomic_torch_save
@@ -214,7 +214,7 @@ class Trainer:
             "evaluations": self.evaluations,
             "rng": rng_states(self.loader_generator),
         }
-        state["checksum"] = checkpoint_digest(state)
+        state["checksum"] = content_digest(state)
         atomic_torch_save(state, self.checkpoint_path)
         self.ema.copy_to(self.ema_policy.parameters())
         self.ema_policy.save(self.run / "policy_latest.pt", extra=self.policy_extra())
@@ -383,34 +383,9 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     missing = {"config", "epoch", "step", "policy", "ema", "optimizer", "scheduler", "rng"} - set(state if isinstance(state, dict) else ())
     if missing:
         raise CheckpointError(f"{path} is not an mp1 checkpoint (missing {sorted(missing)}); delete it to restart the run")
-    if "checksum" in state and checkpoint_digest(state) != state["checksum"]:  # checkpoints before checksums have none
+    if "checksum" in state and content_digest(state) != state["checksum"]:  # checkpoints before checksums have none
         raise CheckpointError(f"{path} is corrupt: its contents do not match the checksum written with them; delete it to restart the run")
     return state
-
-
-def checkpoint_digest(value: Any) -> str:
-    """sha256 over everything in a checkpoint but its checksum: tensors by bytes, the rest by repr."""
-    digest = hashlib.sha256()
-
-    def walk(item: Any) -> None:
-        if isinstance(item, torch.Tensor):
-            tensor = item.detach().cpu().contiguous()
-            digest.update(f"tensor:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-        elif isinstance(item, dict):
-            for key in sorted(item, key=repr):
-                if key != "checksum":
-                    digest.update(repr(key).encode())
-                    walk(item[key])
-        elif isinstance(item, (list, tuple)):
-            digest.update(f"{type(item).__name__}:{len(item)}".encode())
-            for element in item:
-                walk(element)
-        else:
-            digest.update(repr(item).encode())
-
-    walk(value)
-    return digest.hexdigest()
 
 
 def rng_states(loader_generator: torch.Generator) -> dict[str, Any]:

@@ -16,7 +16,6 @@ half store behind.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -26,8 +25,10 @@ from typing import Any, Sequence
 import numpy as np
 import zarr
 
+from mp1.integrity import content_digest
+
 REQUIRED_KEYS = ("point_cloud", "state", "action")
-CHECKSUM_ATTR = "content_sha256"  # {array name: array_digest}, written by write_store
+CHECKSUM_ATTR = "content_sha256"  # {array name: content_digest}, written by write_store
 
 
 class StoreError(ValueError):
@@ -77,22 +78,13 @@ def load_store(path: str | os.PathLike, keys: Sequence[str] = REQUIRED_KEYS) -> 
     attrs = dict(root.attrs)
     recorded = attrs.get(CHECKSUM_ATTR, {})
     for key, value in {**arrays, "episode_ends": episode_ends}.items():
-        if key in recorded and array_digest(value) != recorded[key]:
+        if key in recorded and content_digest(value) != recorded[key]:
             raise StoreError(
                 f"{path}: '{key}' differs from what was written (a chunk missing or altered); regenerate the store"
             )
     store = EpisodeStore(arrays, episode_ends.astype(np.int64), attrs)
     validate_store(store, str(path))
     return store
-
-
-def array_digest(value: np.ndarray) -> str:
-    """sha256 of an array's dtype, shape and bytes: recorded when a store is written and
-    checked when it is read, so a lost chunk (which zarr fills with zeros) cannot pass."""
-    value = np.ascontiguousarray(value)
-    digest = hashlib.sha256(f"{value.dtype.str}{value.shape}".encode())
-    digest.update(value.data)
-    return digest.hexdigest()
 
 
 def validate_store(store: EpisodeStore, where: str) -> None:
@@ -140,10 +132,10 @@ def write_store(
             values = np.concatenate([episode[key] for episode in episodes])
             chunks = (min(len(values), 100), *values.shape[1:])
             data.create_array(key, data=values, chunks=chunks)
-            digests[key] = array_digest(values)
+            digests[key] = content_digest(values)
         ends = np.cumsum([len(episode["action"]) for episode in episodes]).astype(np.int64)
         root.require_group("meta").create_array("episode_ends", data=ends)
-        digests["episode_ends"] = array_digest(ends)
+        digests["episode_ends"] = content_digest(ends)
         root.attrs.update({**(attrs or {}), CHECKSUM_ATTR: digests})
         validate_store(load_store(temporary, keys=list(episodes[0])), str(temporary))
         previous = path.with_name(f".{path.name}.{os.getpid()}.old")

@@ -4,7 +4,6 @@ only thing that differs between MP1, FlowPolicy and DP3."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -14,13 +13,14 @@ import torch
 from torch import nn
 
 import mp1
+from mp1.integrity import content_digest
 from mp1.nn import ConditionalUnet1D, ObservationEncoder
 from mp1.objectives.base import NetOutput
 from mp1.policies.config import POLICY_CONFIGS, PolicyConfig, config_from_dict, config_to_dict
 from mp1.runtime.normalizer import LinearNormalizer
 
 FILE_FORMAT = "mp1-policy"
-# Version 2 adds `checksum` (tensors_digest of the weights), verified on load; version 1 files,
+# Version 2 adds `checksum` (content_digest of the weights), verified on load; version 1 files,
 # which have none, still load.
 FILE_FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -207,7 +207,7 @@ class Policy(nn.Module):
             "ema_state_dict": None if ema is None else ema.state_dict(),
             "extra": extra or {},
         }
-        payload["checksum"] = tensors_digest(payload["state_dict"], payload["ema_state_dict"])
+        payload["checksum"] = content_digest([payload["state_dict"], payload["ema_state_dict"]])
         atomic_torch_save(payload, path)
 
     @classmethod
@@ -263,20 +263,9 @@ def read_policy_file(path: str | os.PathLike) -> dict[str, Any]:
             raise PolicyFileError(f"{path} is not a complete mp1 policy file (no {key})")
     if payload["format_version"] >= 2:
         try:
-            digest = tensors_digest(payload["state_dict"], payload.get("ema_state_dict"))
+            digest = content_digest([payload["state_dict"], payload.get("ema_state_dict")])
         except (AttributeError, TypeError, RuntimeError) as error:
             raise PolicyFileError(f"{path} holds malformed weights ({error})") from None
         if digest != payload.get("checksum"):
             raise PolicyFileError(f"{path} is corrupt: its weights do not match the checksum written with them")
     return payload
-
-
-def tensors_digest(*state_dicts: Mapping[str, torch.Tensor] | None) -> str:
-    """sha256 over the names, dtypes, shapes and bytes of the tensors of state dicts."""
-    digest = hashlib.sha256()
-    for state in state_dicts:
-        for name in sorted(state or {}):
-            tensor = state[name].detach().cpu().contiguous()
-            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
