@@ -194,6 +194,8 @@ def latency_report(
 
 
 def format_report(report: dict) -> str:
+    """The report as text; it also reads a report back from JSON, where a failed mode's numbers are null."""
+    report = {**report, "results": [{k: float("nan") if v is None else v for k, v in r.items()} for r in report["results"]]}
     lines = [f"device: {report['device']}", "",
              "policy      preset  mode        nfe  p50_ms  p99_ms  forward_p50_ms  p50/forward  max|diff| vs eager"]
     for r in report["results"]:
