@@ -374,7 +374,10 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     """A training checkpoint, read with torch's weights-only loader: a file crafted to run code
     when unpickled is refused, like a truncated or foreign one, with one error."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # Checkpoints of earlier versions hold numpy's RNG state as an array: its reconstruction
+        # (numpy's own, which runs no other code) is allowed, nothing else.
+        with torch.serialization.safe_globals(NUMPY_ARRAY_GLOBALS):
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
         raise CheckpointError(
             f"{path} is not a readable mp1 checkpoint ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
@@ -386,6 +389,9 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if "checksum" in state and content_digest(state) != state["checksum"]:  # checkpoints before checksums have none
         raise CheckpointError(f"{path} is corrupt: its contents do not match the checksum written with them; delete it to restart the run")
     return state
+
+
+NUMPY_ARRAY_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 def rng_states(loader_generator: torch.Generator) -> dict[str, Any]:
@@ -406,12 +412,13 @@ def set_rng_states(states: dict[str, Any], loader_generator: torch.Generator) ->
     torch.set_rng_state(states["torch"])
     if states["cuda"]:
         torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
-    numpy = states["numpy"]
-    np.random.set_state(
-        ("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"], numpy["cached_gaussian"])
-    )
-    python = states["python"]
-    random.setstate((python["version"], tuple(python["state"].tolist()), python["gauss_next"]))
+    numpy, python = states["numpy"], states["python"]
+    if isinstance(numpy, dict):
+        numpy = ("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"], numpy["cached_gaussian"])
+    if isinstance(python, dict):
+        python = (python["version"], tuple(python["state"].tolist()), python["gauss_next"])
+    np.random.set_state(numpy)  # earlier versions stored numpy's and Python's own tuples
+    random.setstate(python)
     loader_generator.set_state(states["loader"])
 
 

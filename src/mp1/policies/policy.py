@@ -20,7 +20,7 @@ from mp1.policies.config import POLICY_CONFIGS, PolicyConfig, config_from_dict, 
 from mp1.runtime.normalizer import LinearNormalizer
 
 FILE_FORMAT = "mp1-policy"
-# Version 2 adds `checksum` (content_digest of the weights), verified on load; version 1 files,
+# Version 2 adds `checksum` (content_digest of everything else in the file), verified on load; version 1 files,
 # which have none, still load.
 FILE_FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -207,7 +207,7 @@ class Policy(nn.Module):
             "ema_state_dict": None if ema is None else ema.state_dict(),
             "extra": extra or {},
         }
-        payload["checksum"] = content_digest([payload["state_dict"], payload["ema_state_dict"]])
+        payload["checksum"] = content_digest(payload)
         atomic_torch_save(payload, path)
 
     @classmethod
@@ -263,9 +263,9 @@ def read_policy_file(path: str | os.PathLike) -> dict[str, Any]:
             raise PolicyFileError(f"{path} is not a complete mp1 policy file (no {key})")
     if payload["format_version"] >= 2:
         try:
-            digest = content_digest([payload["state_dict"], payload.get("ema_state_dict")])
+            digest = content_digest(payload)
         except (AttributeError, TypeError, RuntimeError) as error:
             raise PolicyFileError(f"{path} holds malformed weights ({error})") from None
         if digest != payload.get("checksum"):
-            raise PolicyFileError(f"{path} is corrupt: its weights do not match the checksum written with them")
+            raise PolicyFileError(f"{path} is corrupt: its contents do not match the checksum written with them")
     return payload

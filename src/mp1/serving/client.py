@@ -39,7 +39,7 @@ class PolicyClient:
         """The next action (Da,) for this observation step `{"point_cloud": (N, C), "agent_pos":
         (Ds,)}`; with `chunk=True` a whole new chunk (n_action_steps, Da)."""
         obs = {key: np.asarray(value, dtype=np.float32) for key, value in obs.items()}
-        return self._request({"type": "act", "obs": obs, "chunk": chunk})["action"]
+        return self._request({"type": "act", "obs": obs, "chunk": chunk})["action"].copy()  # writable
 
     def reset(self) -> None:
         """Starts a new episode: the server forgets the observation history and pending actions."""
@@ -64,7 +64,8 @@ class PolicyClient:
                 )
                 self.metadata = unpack(self._connection.recv(timeout=self.timeout_s))
                 return
-            except (OSError, ConnectionClosed, TimeoutError) as error:
+            except (OSError, ConnectionClosed) as error:  # TimeoutError included
+                self.close()  # a half-opened connection is not kept
                 if time.monotonic() > deadline:
                     raise PolicyServerError(f"no policy server at {self.url} ({error})") from None
                 time.sleep(0.2)
@@ -73,6 +74,8 @@ class PolicyClient:
         frame = pack(message)
         try:
             reply = self._exchange(frame)
+        except TimeoutError:  # a slow server is not a lost one: resending would reset its runner
+            raise PolicyServerError(f"no reply from {self.url} within {self.timeout_s} s") from None
         except (OSError, ConnectionClosed):  # the server went away: reconnect once, with a fresh runner
             self.close()
             self._connect()

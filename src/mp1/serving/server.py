@@ -36,6 +36,11 @@ from mp1.runtime import PolicyRunner, load_policy
 from mp1.serving.wire import WireError, pack, unpack
 
 
+# The largest frame accepted: an observation of 512 XYZRGB points is 12 KB; a few MB leave
+# room for dense clouds while no client can make the server buffer gigabytes.
+MAX_FRAME_BYTES = 16 * 2**20
+
+
 class PolicyServer:
     def __init__(self, policy_path: str | Path, device: str = "cpu", seed: int = 0):
         self.policy = load_policy(policy_path, device=device)
@@ -49,8 +54,7 @@ class PolicyServer:
             "action_dim": c.action_dim, "state_dim": c.state_dim, "point_dim": c.point_dim,
             "device": str(self.policy.device),
         }
-        self.connections = 0
-        self._lock = threading.Lock()
+        self.num_points = (extra.get("observation") or {}).get("num_points")
         self._jobs: queue.Queue[tuple[Callable[[], Any], Future]] = queue.Queue()
 
     def on_main_thread(self, job: Callable[[], Any]) -> Any:
@@ -60,20 +64,22 @@ class PolicyServer:
         return future.result()
 
     def run_jobs(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                job, future = self._jobs.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            try:
-                future.set_result(job())
-            except Exception as error:  # noqa: BLE001 - handed back to the connection that asked
-                future.set_exception(error)
+        try:
+            while not stop.is_set():
+                try:
+                    job, future = self._jobs.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                try:
+                    future.set_result(job())
+                except Exception as error:  # noqa: BLE001 - handed back to the connection that asked
+                    future.set_exception(error)
+        finally:  # shutting down: answer whoever still waits, so no connection thread hangs
+            while not self._jobs.empty():
+                self._jobs.get_nowait()[1].set_exception(RuntimeError("the server is shutting down"))
 
     def handle(self, connection: ServerConnection) -> None:
         """One connection: its own runner (observation history, chunk), for as long as it lasts."""
-        with self._lock:
-            self.connections += 1
         runner = PolicyRunner(self.policy, seed=self.seed)
         try:
             connection.send(pack(self.metadata))
@@ -90,7 +96,7 @@ class PolicyServer:
                 raise WireError("expected a message {'type': 'act' | 'reset', ...}")
             infer_ms = 0.0
             if request["type"] == "reset":
-                runner.reset()
+                self.on_main_thread(runner.reset)
                 reply: dict[str, Any] = {"type": "reset"}
             else:
                 obs = self.check_obs(request.get("obs"))
@@ -99,36 +105,38 @@ class PolicyServer:
                 if len(runner.latencies_ms) > calls:
                     infer_ms = runner.latencies_ms[-1]
                 reply = {"type": "action", "action": np.asarray(action, dtype=np.float32)}
-        except (WireError, ValueError, TypeError) as error:
-            return {"type": "error", "error": str(error)}
+        except Exception as error:  # noqa: BLE001 - a bad request or a failed policy call: reply, keep serving
+            message = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
+            return {"type": "error", "error": message}
         reply["timing"] = {"server_ms": (time.perf_counter() - received) * 1e3, "infer_ms": infer_ms}
         return reply
 
     def check_obs(self, obs: Any) -> dict[str, np.ndarray]:
-        """One observation step, checked before it enters the runner's history."""
+        """One observation step, checked before it enters the runner's history: the point count
+        must be the one the policy was trained on (when its file records it), as every step of a
+        runner's history must have the same shape."""
         c = self.policy.config
         if not isinstance(obs, dict):
             raise WireError("'obs' must be a map with 'point_cloud' and 'agent_pos'")
-        expected = {"point_cloud": f"(N, {c.point_dim})", "agent_pos": f"({c.state_dim},)"}
+        expected = {"point_cloud": (self.num_points, c.point_dim), "agent_pos": (c.state_dim,)}
         checked = {}
         for key, shape in expected.items():
             value = obs.get(key)
+            described = "(" + ", ".join("N" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
             if not isinstance(value, np.ndarray):
-                raise WireError(f"'obs.{key}' is missing or not an array; expected shape {shape}")
-            ok = (value.ndim == 2 and value.shape[1] == c.point_dim and len(value) > 0) if key == "point_cloud" \
-                else value.shape == (c.state_dim,)
-            if not ok:
-                raise WireError(f"'obs.{key}' has shape {value.shape}; expected {shape}")
+                raise WireError(f"'obs.{key}' is missing or not an array; expected shape {described}")
+            fits = value.ndim == len(shape) and all(d is None or d == got for d, got in zip(shape, value.shape))
+            if not fits or value.size == 0:
+                raise WireError(f"'obs.{key}' has shape {value.shape}; expected {described}")
             if value.dtype.kind != "f" or not np.isfinite(value).all():
                 raise WireError(f"'obs.{key}' must be finite floats (dtype {value.dtype})")
             checked[key] = value.astype(np.float32)
         return checked
 
-
 def run_server(policy_path: str | Path, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu", seed: int = 0) -> None:
     server = PolicyServer(policy_path, device=device, seed=seed)
     stop = threading.Event()
-    with serve(server.handle, host, port, max_size=None, compression=None) as websocket_server:
+    with serve(server.handle, host, port, max_size=MAX_FRAME_BYTES, compression=None) as websocket_server:
         connections = threading.Thread(target=websocket_server.serve_forever, daemon=True)
         connections.start()
         print(f"serving {server.metadata['policy']} ({policy_path}) on ws://{host}:{port}", flush=True)

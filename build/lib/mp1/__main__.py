@@ -1,3 +1,0 @@
-from mp1.cli import main
-
-main()
