@@ -46,6 +46,7 @@ def start_server(policy_file, port):
 def server(policy_file):
     port = free_port()
     process = start_server(policy_file, port)
+    PolicyClient(port=port, reconnect_s=60).close()  # serving before any test connects
     yield port
     process.kill()
     process.wait()

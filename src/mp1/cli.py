@@ -218,11 +218,11 @@ def cmd_adroit_import_experts(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     from mp1.export import export_onnx, max_difference, onnx_session
-    from mp1.policies.policy import read_policy_file
-    from mp1.runtime import load_policy
+    from mp1.policies.policy import Policy, read_policy_file
 
-    policy = load_policy(args.policy)
-    num_points = args.num_points or (read_policy_file(args.policy)["extra"].get("observation") or {}).get("num_points", 512)
+    payload = read_policy_file(args.policy)
+    policy = Policy.from_payload(payload, source=args.policy)
+    num_points = args.num_points or (payload["extra"].get("observation") or {}).get("num_points", 512)
     path = export_onnx(policy, args.onnx, num_points)
     difference = max_difference(policy, onnx_session(path), num_points)
     print(f"wrote {path} (inputs point_cloud, agent_pos, noise; {num_points} points); "

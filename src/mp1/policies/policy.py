@@ -213,13 +213,20 @@ class Policy(nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike, use_ema: bool = True, device: str | torch.device = "cpu") -> "Policy":
         """Loads a policy file; the EMA weights are used when present and `use_ema`."""
-        payload = read_policy_file(path)
+        return cls.from_payload(read_policy_file(path), use_ema, device, source=str(path))
+
+    @classmethod
+    def from_payload(
+        cls, payload: dict[str, Any], use_ema: bool = True, device: str | torch.device = "cpu", source: str = "the file"
+    ) -> "Policy":
+        """The policy in a payload from `read_policy_file`, for callers that also need its `extra`
+        (reading, and checksumming, a paper-preset file once instead of twice)."""
         ema = payload.get("ema_state_dict")
         try:
             policy = cls(config_from_dict(payload["policy"], payload["config"]))
             policy.load_state_dict(ema if use_ema and ema is not None else payload["state_dict"])
         except Exception as error:  # a config or weights that do not fit together
-            raise PolicyFileError(f"{path} holds an inconsistent policy: {str(error).splitlines()[0][:300]}") from None
+            raise PolicyFileError(f"{source} holds an inconsistent policy: {str(error).splitlines()[0][:300]}") from None
         return policy.to(device).eval()
 
 

@@ -31,8 +31,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import ServerConnection, serve
 
 import mp1
-from mp1.policies.policy import read_policy_file
-from mp1.runtime import PolicyRunner, load_policy
+from mp1.policies.policy import Policy, read_policy_file
+from mp1.runtime import PolicyRunner
 from mp1.serving.wire import WireError, pack, unpack
 
 
@@ -43,10 +43,11 @@ MAX_FRAME_BYTES = 16 * 2**20
 
 class PolicyServer:
     def __init__(self, policy_path: str | Path, device: str = "cpu", seed: int = 0):
-        self.policy = load_policy(policy_path, device=device)
+        payload = read_policy_file(policy_path)
+        self.policy = Policy.from_payload(payload, device=device, source=str(policy_path))
         self.seed = seed
         c = self.policy.config
-        extra = read_policy_file(policy_path)["extra"]
+        extra = payload["extra"]
         self.metadata = {
             "type": "metadata", "mp1_version": mp1.__version__, "policy": self.policy.name,
             "task": extra.get("task"), "observation": extra.get("observation"),
