@@ -3,7 +3,7 @@ import pytest
 import torch
 import zarr
 
-from mp1.data import PointCloudDataset, StoreError, load_store, write_store
+from mp1.data import DeviceBatches, PointCloudDataset, StoreError, load_store, write_store
 
 LENGTHS = (5, 3, 7)
 
@@ -73,6 +73,27 @@ def test_windows_and_padding(store_path):
         assert item["obs"]["point_cloud"].shape == (2, 16, 3)
         assert item["obs"]["point_cloud"][:, 0, 0].floor().tolist() == code[:2]
         assert item["action"].dtype == torch.float32
+
+
+def test_device_batches_are_the_datasets_windows(store_path):
+    dataset = PointCloudDataset(store_path, horizon=4, n_obs_steps=2, n_action_steps=3)
+    batches = DeviceBatches(dataset, 4, torch.device("cpu"), torch.Generator().manual_seed(0))
+    assert len(batches) == -(-len(dataset) // 4)
+    epochs = [list(batches) for _ in range(2)]
+    assert [len(b["action"]) for b in epochs[0]] == [4] * (len(dataset) // 4) + [len(dataset) % 4] * (len(dataset) % 4 > 0)
+    windows = {tuple(dataset[i]["action"][:, 0].tolist()): dataset[i] for i in range(len(dataset))}
+    seen = []
+    for batch in epochs[0]:
+        for i, action in enumerate(batch["action"]):
+            expected = windows[tuple(action[:, 0].tolist())]  # each window's actions encode its steps
+            torch.testing.assert_close(batch["obs"]["point_cloud"][i], expected["obs"]["point_cloud"])
+            torch.testing.assert_close(batch["obs"]["agent_pos"][i], expected["obs"]["agent_pos"])
+            seen.append(tuple(action[:, 0].tolist()))
+    assert sorted(seen) == sorted(windows)  # every window once per pass
+    second = [tuple(a[:, 0].tolist()) for b in epochs[1] for a in b["action"]]
+    assert second != seen  # a fresh order each pass ...
+    again = DeviceBatches(dataset, 4, torch.device("cpu"), torch.Generator().manual_seed(0))
+    assert all(torch.equal(a["action"], b["action"]) for a, b in zip(list(again), epochs[0]))  # ... fixed by the seed
 
 
 def test_split_and_episode_cap(store_path):

@@ -41,6 +41,28 @@ def test_bf16_autocast_matches_fp32(name):
     assert torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0) > 0.98
 
 
+@pytest.mark.parametrize("name", ["mp1", "flowpolicy", "dp3"])
+def test_bf16_inference_runs_a_copy_and_stays_close(name):
+    policy = tiny_policy(name).eval()
+    obs = random_obs(policy, 2, 128, torch.device("cpu"))
+    keys = set(policy.state_dict())
+
+    def actions():
+        return policy.predict_action(obs, generator=torch.Generator().manual_seed(0))["action_pred"]
+
+    reference = actions()
+    policy.accelerate("eager", precision="bf16")
+    low = actions()
+    assert low.dtype == torch.float32 and not torch.equal(low, reference)  # the bf16 copy did the work ...
+    scale = reference.abs().max()
+    assert (low - reference).abs().max() <= 0.03 * scale  # ... within bf16 rounding of float32's actions
+    assert all(p.dtype == torch.float32 for p in policy.parameters()) and set(policy.state_dict()) == keys
+    policy.accelerate("eager")
+    assert torch.equal(actions(), reference)
+    with pytest.raises(ValueError, match="unknown precision"):
+        policy.accelerate("eager", precision="fp16")
+
+
 def test_precision_is_checked():
     assert parse_overrides(["precision=bf16"]).precision == "bf16"
     with pytest.raises(ValueError, match="precision must be fp32 or bf16"):
@@ -66,3 +88,27 @@ def test_compiled_predict_action_equals_eager():
     assert not torch.equal(compiled, policy.predict_action(obs)["action"])  # fresh noise still flows in
     policy.accelerate("eager")
     assert policy._fast_sampler is None
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_on_cpu(tmp_path):
+    """benchmarks/gpu_check.sh end to end at toy sizes on the CPU (the GPU run is the benchmark)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    settings = dict(DEVICE="cpu", PRESET="cpu", PAPER_PRESET="cpu", CALLS="2", WARMUP="1", TRAIN_STEPS="1", TRAIN_BATCH="16",
+                    EPOCHS="1", PAPER_EPOCHS="1", DEMOS="2", EPISODES="1", JOBS="1", COMPILE_TIMEOUT="1",
+                    OUT=str(tmp_path), MP1=f"{sys.executable} -m mp1", OMP_NUM_THREADS="1")
+    result = subprocess.run(["bash", str(root / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True,
+                            timeout=900, env={**os.environ, **settings})
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = (tmp_path / "summary.txt").read_text()
+    assert "cuda_graph  fp32" in summary and "needs the policy on a CUDA device" in summary  # the mode is attempted
+    assert "eager       bf16" in summary
+    for run in ("strict-mp1-cpu-fp32", "mp1-cpu-fp32", "mp1-cpu-bf16", "dp3-cpu-fp32", "dp3-cpu-bf16"):
+        assert run in summary, run
+    assert "strict: " in summary and "MP1 step / DP3 step (bf16)" in summary and "gpu_check took" in summary
+    assert (tmp_path / "latency_cpu_compile.failed").exists()  # 1 s is too short to compile: recorded, not fatal

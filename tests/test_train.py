@@ -51,7 +51,9 @@ def test_tiny_end_to_end_run(tmp_path, data_dir, policy):
     assert "strict: final EMA checkpoint" in (run / "report.md").read_text()
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in records if r["kind"] == "train"]
-    assert steps == list(range(1, len(steps) + 1)) and len(steps) == summary["steps"]
+    per_epoch = summary["steps"] // 2  # a record every log_every (10) steps and at the end of each epoch
+    expected = sorted({*range(10, summary["steps"] + 1, 10), per_epoch, 2 * per_epoch})
+    assert steps == expected and all(np.isfinite(r["loss"]) for r in records if r["kind"] == "train")
     loaded = Policy.load(run / "policy_latest.pt")
     assert loaded.name == policy and loaded.config.state_dim == 9 and loaded.config.action_dim == 4
     extra = read_policy_file(run / "policy_latest.pt")["extra"]
@@ -79,7 +81,7 @@ def test_grad_clip_is_applied(tmp_path, data_dir):
 
 def train_command(data_dir, run_dir, epochs):
     args = TINY + [f"data_dir={data_dir}", f"run_dir={run_dir}", f"epochs={epochs}", "eval_every=0",
-                   "final_eval_episodes=0", "seed=5"]
+                   "final_eval_episodes=0", "seed=5", "log_every=1"]
     return [sys.executable, "-m", "mp1", "train", *args]
 
 
@@ -110,7 +112,7 @@ def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path, data_dir):
     for key, value in ref_state["policy"].items():
         torch.testing.assert_close(new_state["policy"][key], value, rtol=1e-5, atol=1e-6, msg=key)
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, ref_state["step"] + 1))  # nothing lost, nothing doubled
+    assert steps == list(range(1, ref_state["step"] + 1))  # log_every=1: nothing lost, nothing doubled
 
 
 def test_resume_refuses_a_different_config(tmp_path, data_dir):
@@ -192,3 +194,13 @@ def test_bad_checkpoint_is_refused_without_running_code(tmp_path, data_dir, kind
     with pytest.raises(CheckpointError, match="checkpoint"):
         Trainer(parse_overrides(base + ["epochs=2"])).train()
     assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_compiled_training_keeps_plain_checkpoints(tmp_path, data_dir):
+    config = parse_overrides(TINY + [f"data_dir={data_dir}", f"run_dir={tmp_path}", "epochs=1", "eval_every=0",
+                                     "final_eval_episodes=0", "compile=true"])
+    summary = Trainer(config).train()
+    state = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=True)["policy"]
+    assert summary["steps"] > 0 and not any("_orig_mod" in key for key in state)
+    Policy.load(tmp_path / "policy_latest.pt")  # loads into an uncompiled policy

@@ -1,6 +1,6 @@
 """Benchmarks (not tests): `predict_action` latency at batch 1 beside one raw network forward
-(eagerly and with each requested `Policy.accelerate` mode), and the cost of one training step
-per objective (float32 or under bf16 autocast).
+(eagerly and with each requested `Policy.accelerate` mode, in float32 and with bf16 weights), and
+the cost of one training step per objective (float32 or under bf16 autocast; the trainer's AdamW).
 
 Latency follows the project's protocol (docs/training.md): the full `predict_action` (validation, normalisation,
 encoder, sampler, unnormalisation), after warm-up, with device synchronisation, many calls,
@@ -28,11 +28,12 @@ class LatencyResult:
     policy: str
     preset: str
     mode: str  # eager, compile or cuda_graph (Policy.accelerate), or onnx (onnxruntime, CPU)
+    precision: str  # fp32, or bf16 (the network's weights cast once, Policy.accelerate)
     p50_ms: float
     p99_ms: float
     forward_p50_ms: float  # one eager encoder + UNet forward
     nfe: int
-    max_abs_diff: float  # |accelerated - eager| actions for the same noise (0 for eager)
+    max_abs_diff: float  # |this - fp32 eager| actions for the same noise (0 for fp32 eager)
     error: str = ""  # why this mode could not run here (e.g. cuda_graph without CUDA)
 
 
@@ -93,7 +94,7 @@ def benchmark_policy(name: str, preset: str, device: torch.device) -> Policy:
 
 def measure_latency(
     name: str, preset: str, device: torch.device, calls: int, warmup: int, modes: tuple[str, ...] = ("eager",),
-    num_points: int = 512,
+    num_points: int = 512, precisions: tuple[str, ...] = ("fp32",),
 ) -> list[LatencyResult]:
     policy = benchmark_policy(name, preset, device).eval()
     obs = random_obs(policy, 1, num_points, device)
@@ -111,23 +112,27 @@ def measure_latency(
     raw = float(np.median(timed_ms(forward, device, calls, warmup)))
     reference = seeded_actions()
     results = []
-    for mode in modes:
-        try:
-            if mode == "onnx":
-                run_graph, difference = onnx_runner(policy, obs, reference)
-            else:
-                policy.accelerate(mode)
-                difference = (seeded_actions() - reference).abs().max().item()  # also triggers compile / capture
-                run_graph = lambda: policy.predict_action(obs)  # noqa: E731
-        except Exception as error:  # noqa: BLE001 - one mode failing must not lose the others' numbers
-            results.append(LatencyResult(name, preset, mode, *[float("nan")] * 3, policy.objective.sample_steps,
-                                         float("nan"), f"{type(error).__name__}: {error}"))
-            continue
-        full = timed_ms(run_graph, device, calls, warmup)
-        results.append(LatencyResult(
-            name, preset, mode, float(np.median(full)), float(np.percentile(full, 99)), raw,
-            policy.objective.sample_steps, difference,
-        ))
+    for precision in precisions:
+        for mode in modes:
+            try:
+                if mode == "onnx":
+                    if precision != "fp32":
+                        raise ValueError("the ONNX graph is exported in float32")
+                    run_graph, difference = onnx_runner(policy, obs, reference)
+                else:
+                    policy.accelerate(mode, precision)
+                    difference = (seeded_actions() - reference).abs().max().item()  # also triggers compile / capture
+                    run_graph = lambda: policy.predict_action(obs)  # noqa: E731
+            except Exception as error:  # noqa: BLE001 - one mode failing must not lose the others' numbers
+                results.append(LatencyResult(name, preset, mode, precision, *[float("nan")] * 3,
+                                             policy.objective.sample_steps, float("nan"), f"{type(error).__name__}: {error}"))
+                continue
+            full = timed_ms(run_graph, device, calls, warmup)
+            results.append(LatencyResult(
+                name, preset, mode, precision, float(np.median(full)), float(np.percentile(full, 99)), raw,
+                policy.objective.sample_steps, difference,
+            ))
+    policy.accelerate("eager")
     return results
 
 
@@ -155,8 +160,10 @@ def measure_train_step(
     name: str, preset: str, device: torch.device, batch: int, steps: int, precision: str = "fp32", warmup: int = 2,
     num_points: int = 512,
 ) -> TrainStepResult:
+    from mp1.train import make_optimizer
+
     policy = benchmark_policy(name, preset, device).train()
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-4)
+    optimizer = make_optimizer(policy.parameters(), device, lr=1e-4)
     data = {
         "obs": random_obs(policy, batch, num_points, device),
         "action": torch.rand(batch, policy.config.horizon, policy.config.action_dim, device=device) * 2 - 1,
@@ -165,7 +172,7 @@ def measure_train_step(
 
     def step():
         with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
-            loss, _ = policy.compute_loss(data)
+            loss, _ = policy.compute_loss(data, checked=False)  # as the trainer calls it
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -181,7 +188,9 @@ def latency_report(
     modes: tuple[str, ...] = ("eager",), precisions: tuple[str, ...] = ("fp32",),
 ) -> dict:
     device = resolve_device(device_name)
-    latency = [r for name in LATENCY_POLICIES for r in measure_latency(name, preset, device, calls, warmup, modes)]
+    latency = [
+        r for name in LATENCY_POLICIES for r in measure_latency(name, preset, device, calls, warmup, modes, precisions=precisions)
+    ]
     training = [
         measure_train_step(name, preset, device, train_batch, train_steps, precision)
         for precision in precisions for name in TRAINING_OBJECTIVES if train_steps > 0
@@ -197,17 +206,17 @@ def format_report(report: dict) -> str:
     """The report as text; it also reads a report back from JSON, where a failed mode's numbers are null."""
     report = {**report, "results": [{k: float("nan") if v is None else v for k, v in r.items()} for r in report["results"]]}
     lines = [f"device: {report['device']}", "",
-             "policy      preset  mode        nfe  p50_ms  p99_ms  forward_p50_ms  p50/forward  max|diff| vs eager"]
+             "policy      preset  mode        precision  nfe  p50_ms  p99_ms  forward_p50_ms  p50/forward  max|diff| vs fp32 eager"]
     for r in report["results"]:
         lines.append(
-            f"{r['policy']:<11} {r['preset']:<7} {r['mode']:<11} {r['nfe']:>3} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
+            f"{r['policy']:<11} {r['preset']:<7} {r['mode']:<11} {r.get('precision', 'fp32'):<9}  {r['nfe']:>3} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
             f"{r['forward_p50_ms']:>15.2f} {r['p50_ms'] / r['forward_p50_ms']:>12.2f}  {r['max_abs_diff']:.1e}"
             + (f"  failed: {r['error']}" if r["error"] else "")
         )
-    for mode in dict.fromkeys(r["mode"] for r in report["results"]):
-        p50 = {r["policy"]: r["p50_ms"] for r in report["results"] if r["mode"] == mode}
+    for mode, precision in dict.fromkeys((r["mode"], r.get("precision", "fp32")) for r in report["results"]):
+        p50 = {r["policy"]: r["p50_ms"] for r in report["results"] if (r["mode"], r.get("precision", "fp32")) == (mode, precision)}
         if {"mp1", "dp3"} <= p50.keys() and np.isfinite(p50["dp3"] / p50["mp1"]):
-            lines.append(f"\nDP3 / MP1 latency ({mode}): {p50['dp3'] / p50['mp1']:.1f}x")
+            lines.append(f"\nDP3 / MP1 latency ({mode}, {precision}): {p50['dp3'] / p50['mp1']:.1f}x")
     if report["training"]:
         lines += ["", "training step     batch  precision  ms/step  first loss"]
         for r in report["training"]:
@@ -216,4 +225,6 @@ def format_report(report: dict) -> str:
             steps = {r["policy"]: r["ms_per_step"] for r in report["training"] if r["precision"] == precision}
             if {"mp1", "flowmatching"} <= steps.keys():
                 lines.append(f"MeanFlow (MP1) step / flow-matching step ({precision}): {steps['mp1'] / steps['flowmatching']:.2f}x")
+            if {"mp1", "dp3"} <= steps.keys():
+                lines.append(f"MP1 step / DP3 step ({precision}): {steps['mp1'] / steps['dp3']:.2f}x")
     return "\n".join(lines)

@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     latency.add_argument("--train-steps", type=int, default=5, help="timed training steps per objective (0: skip)")
     latency.add_argument("--threads", type=int, default=0, help="torch threads on CPU (0: torch's default)")
     latency.add_argument("--modes", default="eager", help="predict_action modes: eager, compile, cuda_graph, onnx (onnxruntime on the CPU)")
-    latency.add_argument("--precisions", default="fp32", help="training-step precisions, e.g. fp32,bf16")
+    latency.add_argument("--precisions", default="fp32", help="fp32 and/or bf16: inference with the weights cast once, training under autocast")
     latency.add_argument("--json", action="store_true", help="print one JSON object")
     latency.set_defaults(func=cmd_bench_latency)
     demos = commands.add_parser("demos", help="generate scripted-expert demonstrations (DP3 zarr layout)")

@@ -14,16 +14,15 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import numpy as np
 import torch
 from omegaconf import OmegaConf
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from mp1 import jsonio
-from mp1.data import PointCloudDataset
+from mp1.data import DeviceBatches, PointCloudDataset
 from mp1.data.demos import DemoConfig, default_store_path, generate_demos
 from mp1.envs import resolve_env_names
 from mp1.evaluate import DP3_EPISODE_STEPS, EvalResult, dp3_protocol, evaluate, observation_settings
@@ -65,9 +64,11 @@ class TrainConfig:
     eval_jobs: int = 1  # rollout processes
     video: bool = True  # write a video of the first episode of each evaluation
     checkpoint_every: int = 5  # epochs between resumable checkpoints
+    log_every: int = 10  # steps per metrics record (means over those steps); each record waits for the device
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     device: str = "auto"  # auto (CUDA when available), cpu, cuda or cuda:N
     precision: str = "fp32"  # fp32, or bf16: the loss's forward passes under autocast (weights, optimiser fp32)
+    compile: bool = False  # torch.compile the encoder and UNet for training (the first steps wait for the compiler)
     model: dict[str, Any] = field(default_factory=dict)  # policy settings, e.g. model.dispersive.weight=0 (see --show-config)
 
     def validate(self) -> None:
@@ -77,7 +78,7 @@ class TrainConfig:
             raise ValueError(f"unknown preset {self.preset!r}; choose from {sorted(PRESETS)}")
         resolve_env_names([self.task])
         at_least_zero = ("epochs", "final_eval_episodes", "eval_every", "warmup_steps", "eval_max_steps")
-        for name in (*at_least_zero, "demos", "batch_size", "eval_episodes", "eval_jobs", "checkpoint_every"):
+        for name in (*at_least_zero, "demos", "batch_size", "eval_episodes", "eval_jobs", "checkpoint_every", "log_every"):
             minimum = 0 if name in at_least_zero else 1
             if getattr(self, name) < minimum:
                 raise ValueError(f"{name} must be at least {minimum}, got {getattr(self, name)}")
@@ -114,6 +115,15 @@ def parse_overrides(args: list[str], base: TrainConfig | None = None) -> TrainCo
     return config
 
 
+def make_optimizer(
+    parameters: Iterable[torch.nn.Parameter], device: torch.device, lr: float,
+    betas: tuple[float, float] = (0.95, 0.999), weight_decay: float = 1e-6,
+) -> torch.optim.AdamW:
+    """AdamW with multi-tensor updates: the fused kernel on CUDA, foreach on the CPU."""
+    on_cuda = device.type == "cuda"
+    return torch.optim.AdamW(parameters, lr=lr, betas=betas, weight_decay=weight_decay, fused=on_cuda, foreach=not on_cuda)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -135,7 +145,7 @@ def ensure_demos(config: TrainConfig) -> Path:
 # Settings that may differ when an interrupted run is resumed: they do not change what is learnt.
 RESUMABLE_CHANGES = frozenset(
     {"epochs", "eval_every", "eval_episodes", "final_eval_episodes", "eval_jobs", "video", "checkpoint_every",
-     "threads", "device", "data_dir", "run_dir"}
+     "threads", "device", "data_dir", "run_dir", "log_every", "compile"}
 )
 
 
@@ -178,17 +188,19 @@ class Trainer:
         self.policy = Policy(policy_config)
         self.policy.set_normalizer(self.dataset.get_normalizer())
         self.policy.to(self.device)
+        if config.compile:  # in place: parameter names, and so checkpoints, stay those of the plain modules
+            self.policy.encoder.compile()
+            self.policy.unet.compile()
         self.ema_policy = Policy(policy_config).to(self.device).eval()
         self.ema_policy.load_state_dict(self.policy.state_dict())
+        # Multi-tensor updates (as the optimiser's): a few kernels per step, not one per parameter.
         self.ema = EMAModel(
-            self.policy.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=config.ema_power
+            self.policy.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=config.ema_power, foreach=True
         )
+        self.optimizer = make_optimizer(self.policy.parameters(), self.device, config.lr, tuple(config.betas), config.weight_decay)
 
         self.loader_generator = torch.Generator().manual_seed(config.seed)
-        self.loader = DataLoader(self.dataset, batch_size=config.batch_size, shuffle=True, generator=self.loader_generator)
-        self.optimizer = torch.optim.AdamW(
-            self.policy.parameters(), lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay
-        )
+        self.loader = DeviceBatches(self.dataset, config.batch_size, self.device, self.loader_generator)
         self.total_steps = config.epochs * len(self.loader)
         self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, config.warmup_steps, max(1, self.total_steps))
         self.epoch, self.step = 0, 0
@@ -258,6 +270,21 @@ class Trainer:
             if isinstance(value, (int, float)) and key not in ("step", "epoch"):
                 self.writer.add_scalar(f"{record['kind']}/{key}", value, record["step"])
 
+    def log_training(self, sums: dict[str, torch.Tensor], steps: int, since: float, bar: tqdm) -> None:
+        """One record of the means over the last `steps` steps, begun at `since`: the only place the
+        loop waits for the device (so the clock is read after it). A non-finite loss stops the run
+        before any checkpoint can keep it."""
+        means = {key: value.item() for key, value in zip(sums, torch.stack(list(sums.values())).div(steps))}
+        self.train_seconds += time.perf_counter() - since
+        if not np.isfinite(means["loss"]):
+            raise FloatingPointError(
+                f"the loss became {means['loss']} within steps {self.step - steps + 1}-{self.step}; "
+                "lower lr or enable grad_clip"
+            )
+        bar.set_postfix(epoch=self.epoch, loss=f"{means['loss']:.4f}", refresh=False)
+        self.log({"kind": "train", "step": self.step, "epoch": self.epoch, "train_seconds": self.train_seconds,
+                  "lr": self.scheduler.get_last_lr()[0], **means})
+
     # --- the loop ----------------------------------------------------------------------------
 
     def train(self) -> dict[str, Any]:
@@ -292,29 +319,27 @@ class Trainer:
 
     def train_epoch(self, bar: tqdm) -> None:
         self.policy.train()
-        started = time.perf_counter()
+        sums: dict[str, torch.Tensor] = {}  # per-step values summed on the device since the last record
+        pending, since = 0, time.perf_counter()
         for batch in self.loader:
-            batch = {
-                "obs": {k: v.to(self.device, non_blocking=True) for k, v in batch["obs"].items()},
-                "action": batch["action"].to(self.device, non_blocking=True),
-            }
             with torch.autocast(self.device.type, torch.bfloat16, enabled=self.config.precision == "bf16"):
-                loss, info = self.policy.compute_loss(batch, self.step)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at step {self.step}; lower lr or enable grad_clip")
+                loss, info = self.policy.compute_loss(batch, self.step, checked=False)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.config.grad_clip > 0:
-                info["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.config.grad_clip).item()
+                info["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.config.grad_clip)
             self.optimizer.step()
             self.scheduler.step()
             self.ema.step(self.policy.parameters())
+            sums = {key: sums[key] + value if key in sums else value.float() for key, value in info.items()}
             self.step += 1
-            self.train_seconds += time.perf_counter() - started
-            started = time.perf_counter()
+            pending += 1
             bar.update(1)
-            bar.set_postfix(epoch=self.epoch, loss=f"{info['loss']:.4f}", refresh=False)
-            self.log({"kind": "train", "step": self.step, "epoch": self.epoch, "train_seconds": self.train_seconds, "lr": self.scheduler.get_last_lr()[0], **info})
+            if self.step % self.config.log_every == 0:
+                self.log_training(sums, pending, since, bar)
+                sums, pending, since = {}, 0, time.perf_counter()
+        if pending:  # the epoch's last steps, recorded before any evaluation or checkpoint
+            self.log_training(sums, pending, since, bar)
 
     def evaluate_ema(self, episodes: int, video_name: str | None) -> tuple[dict[str, Any], EvalResult]:
         self.ema.copy_to(self.ema_policy.parameters())
@@ -352,7 +377,8 @@ class Trainer:
         summary: dict[str, Any] = {
             "task": self.config.task, "policy": self.config.policy, "preset": self.config.preset,
             "seed": self.config.seed, "demos": self.config.demos, "model": self.config.model,
-            "epochs": self.epoch, "steps": self.step,
+            "epochs": self.epoch, "steps": self.step, "device": str(self.device), "precision": self.config.precision,
+            "train_seconds": self.train_seconds, "steps_per_second": self.step / max(self.train_seconds, 1e-9),
             "dp3_protocol_success": dp3_protocol([e["success_rate"] for e in self.evaluations]),
             "periodic_evaluations": self.evaluations,
         }

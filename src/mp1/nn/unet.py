@@ -9,6 +9,7 @@ first down blocks, for a representation regulariser computed on the same pass.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -33,16 +34,20 @@ class UnetConfig:
 
 
 class SinusoidalEmbedding(nn.Module):
+    """sin/cos of `scale * t` at geometric frequencies. The angles (up to `scale` radians) are
+    computed in float32 whatever the module was cast to: bf16's 8-bit mantissa would move them by
+    tenths of a radian. The result is returned in `out_dtype`, the following layer's."""
+
     def __init__(self, dim: int, scale: float):
         super().__init__()
-        half = dim // 2
-        frequencies = torch.exp(-math.log(10_000.0) * torch.arange(half) / (half - 1))
-        self.register_buffer("frequencies", frequencies, persistent=False)
-        self.scale = scale
+        self.half, self.scale = dim // 2, scale
+        self.out_dtype = torch.float32
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        angles = (self.scale * t)[:, None] * self.frequencies[None, :]
-        return torch.cat([angles.sin(), angles.cos()], dim=-1)
+        steps = torch.arange(self.half, device=t.device, dtype=torch.float32)
+        frequencies = torch.exp(-math.log(10_000.0) * steps / (self.half - 1))
+        angles = (self.scale * t.float())[:, None] * frequencies[None, :]
+        return torch.cat([angles.sin(), angles.cos()], dim=-1).to(self.out_dtype)
 
 
 def time_embedder(dim: int, scale: float) -> nn.Sequential:
@@ -104,6 +109,15 @@ class ConditionalUnet1D(nn.Module):
         self.head = nn.Sequential(
             ConvBlock(start, start, config.kernel_size, config.n_groups), nn.Conv1d(start, action_dim, 1)
         )
+
+    def low_precision_copy(self, dtype: torch.dtype = torch.bfloat16) -> "ConditionalUnet1D":
+        """An inference copy with weights in `dtype`; it takes float32 r and t (the time sinusoids
+        are computed in float32, then cast)."""
+        unet = copy.deepcopy(self).to(dtype)
+        for embedding in (unet.t_embedding, unet.r_embedding):
+            if embedding is not None:
+                embedding[0].out_dtype = dtype
+        return unet.eval().requires_grad_(False)
 
     def embed_times(self, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         embedding = self.t_embedding(t)

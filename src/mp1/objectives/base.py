@@ -4,6 +4,9 @@ A network is any callable `net(z, r, t, cond)` returning a tensor shaped like `z
 and `t` of shape `(B,)` in [0, 1]. It may instead return `(output, features)`, a list of
 intermediate feature tensors from the same pass; an objective then hands those features to
 the `feature_loss` it was given (e.g. a dispersive loss) and adds the result to its loss.
+
+An objective's `loss` returns `(loss, info)`, info holding detached scalar tensors: reading one
+(`.item()`) waits for the device, so the trainer reads them only when it writes a record.
 """
 
 from __future__ import annotations
@@ -33,12 +36,12 @@ def per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def add_feature_loss(
-    loss: torch.Tensor, info: dict[str, float], features: list[torch.Tensor], feature_loss: FeatureLoss | None
+    loss: torch.Tensor, info: dict[str, torch.Tensor], features: list[torch.Tensor], feature_loss: FeatureLoss | None
 ) -> torch.Tensor:
     if feature_loss is None or not features:
         return loss
     extra = feature_loss(features)
-    info["feature_loss"] = extra.item()
+    info["feature_loss"] = extra.detach()
     return loss + extra
 
 

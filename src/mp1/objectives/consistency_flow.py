@@ -31,7 +31,7 @@ class ConsistencyFlow:
 
     def loss(
         self, net: Net, x: torch.Tensor, cond: torch.Tensor, feature_loss: FeatureLoss | None = None, step: int = 0
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         noise = torch.randn_like(x)
         t = self.eps + (1 - self.eps) * torch.rand(x.shape[0], device=x.device)
         s = (t + self.delta).clamp(max=1.0)
@@ -50,9 +50,9 @@ class ConsistencyFlow:
         same_segment = (s < segment_end) | (segment_end == 1.0)
         velocity = (v_t - v_s).pow(2).flatten(1).mean(1) * same_segment
         loss = (consistency + self.alpha * velocity).mean()
-        info = {"loss_consistency": consistency.mean().item(), "loss_velocity": velocity.mean().item()}
+        info = {"loss_consistency": consistency.mean().detach(), "loss_velocity": velocity.mean().detach()}
         loss = add_feature_loss(loss, info, features, feature_loss)
-        info["loss"] = loss.item()
+        info["loss"] = loss.detach()
         return loss, info
 
     def sample(self, net: Net, noise: torch.Tensor, cond: torch.Tensor, steps: int | None = None) -> torch.Tensor:

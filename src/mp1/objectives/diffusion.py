@@ -37,7 +37,7 @@ class Diffusion:
 
     def loss(
         self, net: Net, x: torch.Tensor, cond: torch.Tensor, feature_loss: FeatureLoss | None = None, step: int = 0
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         noise = torch.randn_like(x)
         steps = torch.randint(0, self.num_train_steps, (x.shape[0],), device=x.device)
         noisy = self._schedulers[0].add_noise(x, noise, steps)
@@ -45,9 +45,9 @@ class Diffusion:
         out, features = split_output(net(noisy, t, t, cond))
         target = x if self.prediction_type == "sample" else noise
         loss = (out - target).pow(2).mean()
-        info = {"mse": loss.item()}
+        info = {"mse": loss.detach()}
         loss = add_feature_loss(loss, info, features, feature_loss)
-        info["loss"] = loss.item()
+        info["loss"] = loss.detach()
         return loss, info
 
     def sample(self, net: Net, noise: torch.Tensor, cond: torch.Tensor, steps: int | None = None) -> torch.Tensor:

@@ -27,15 +27,15 @@ class FlowMatching:
 
     def loss(
         self, net: Net, x: torch.Tensor, cond: torch.Tensor, feature_loss: FeatureLoss | None = None, step: int = 0
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         noise = torch.randn_like(x)
         t = logit_normal(x.shape[0], self.time_mean, self.time_std, x.device)
         z = (1 - per_sample(t, x)) * x + per_sample(t, x) * noise
         u, features = split_output(net(z, t, t, cond))
         loss = (u - (noise - x)).pow(2).mean()
-        info = {"mse": loss.item()}
+        info = {"mse": loss.detach()}
         loss = add_feature_loss(loss, info, features, feature_loss)
-        info["loss"] = loss.item()
+        info["loss"] = loss.detach()
         return loss, info
 
     def sample(self, net: Net, noise: torch.Tensor, cond: torch.Tensor, steps: int | None = None) -> torch.Tensor:

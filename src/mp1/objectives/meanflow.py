@@ -154,7 +154,7 @@ class MeanFlow:
 
     def loss(
         self, net: Net, x: torch.Tensor, cond: torch.Tensor, feature_loss: FeatureLoss | None = None, step: int = 0
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         net = self.velocity_net(net)
         batch = x.shape[0]
         noise = torch.randn_like(x)
@@ -186,13 +186,13 @@ class MeanFlow:
         weight = (error.detach() + self.adaptive_weight_eps).pow(-self.adaptive_weight_power)
         loss = (weight * error).mean()
 
-        info = {"loss_meanflow": loss.item(), "mse": squared.mean().item()}
+        info = {"loss_meanflow": loss.detach(), "mse": squared.mean().detach()}
         if self.direction_weight > 0:
             misalignment = 1 - torch.nn.functional.cosine_similarity(u.flatten(1), target.flatten(1), dim=1)
             loss = loss + self.direction_weight * misalignment.mean()
-            info["misalignment"] = misalignment.mean().item()
+            info["misalignment"] = misalignment.mean().detach()
         loss = add_feature_loss(loss, info, features, feature_loss)
-        info["loss"] = loss.item()
+        info["loss"] = loss.detach()
         return loss, info
 
     def sample(self, net: Net, noise: torch.Tensor, cond: torch.Tensor, steps: int | None = None) -> torch.Tensor:

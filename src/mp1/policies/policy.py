@@ -4,6 +4,7 @@ only thing that differs between MP1, FlowPolicy and DP3."""
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -76,6 +77,7 @@ class Policy(nn.Module):
             {"point_cloud": config.point_dim, "agent_pos": config.state_dim, "action": config.action_dim}
         )
         self._fast_sampler = None  # set by accelerate()
+        self._inference_copy: tuple[ObservationEncoder, ConditionalUnet1D] | None = None  # bf16 encoder and UNet
 
     @property
     def objective(self):
@@ -97,9 +99,16 @@ class Policy(nn.Module):
         """The objective's view of the UNet; it hands out features when a feature loss is on."""
         return self.unet(z, r, t, cond, return_features=self.training and self.config.dispersive.enabled)
 
-    def compute_loss(self, batch: Mapping[str, Any], step: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
-        obs = self.validate_obs(batch["obs"])
-        action = self._as_tensor("action", batch["action"], (self.config.horizon, self.config.action_dim))
+    def compute_loss(
+        self, batch: Mapping[str, Any], step: int = 0, checked: bool = True
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The objective's loss on a batch and its detached parts. `checked=False` skips the input
+        checks (each waits for the device) for float32 tensors already on it from a validated store."""
+        if checked:
+            obs = self.validate_obs(batch["obs"])
+            action = self._as_tensor("action", batch["action"], (self.config.horizon, self.config.action_dim))
+        else:
+            obs, action = batch["obs"], batch["action"]
         cond = self.encode(obs)
         feature_loss = self.config.dispersive if self.config.dispersive.enabled else None
         return self.objective.loss(self.net, self.normalizer.normalize("action", action), cond, feature_loss, step)
@@ -133,13 +142,32 @@ class Policy(nn.Module):
         self, point_cloud: torch.Tensor, agent_pos: torch.Tensor, noise: torch.Tensor, steps: int | None = None
     ) -> torch.Tensor:
         """The tensor computation of predict_action: observations and noise -> action chunk."""
-        cond = self.encode({"point_cloud": point_cloud, "agent_pos": agent_pos})
-        return self.normalizer.unnormalize("action", self.objective.sample(self.net, noise, cond, steps))
+        if self._inference_copy is None:
+            cond = self.encode({"point_cloud": point_cloud, "agent_pos": agent_pos})
+            return self.normalizer.unnormalize("action", self.objective.sample(self.net, noise, cond, steps))
+        # bf16: the networks run on their low-precision copies; (un)normalisation and times stay float32.
+        encoder, unet = self._inference_copy
+        low = torch.bfloat16
+        point_cloud = self.normalizer.normalize("point_cloud", point_cloud).to(low)
+        cond = encoder(point_cloud, self.normalizer.normalize("agent_pos", agent_pos).to(low))
 
-    def accelerate(self, mode: str = "cuda_graph") -> "Policy":
+        def net(z: torch.Tensor, r: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+            return unet(z.to(low), r, t, cond)
+
+        return self.normalizer.unnormalize("action", self.objective.sample(net, noise.to(low), cond, steps).float())
+
+    def accelerate(self, mode: str = "cuda_graph", precision: str = "fp32") -> "Policy":
         """Faster predict_action for deployment, same results (for the default number of steps):
         "compile" (torch.compile), "cuda_graph" (captured once per input shape, then replayed;
-        CUDA only), or "eager" to undo. Call it after moving the policy to its device."""
+        CUDA only), or "eager" to undo. `precision="bf16"` runs the network on a bfloat16 copy of
+        its weights, made once here (the training weights stay float32; actions then differ from
+        float32's by bf16 rounding). Call it after moving the policy to its device."""
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"unknown precision {precision!r}; choose fp32 or bf16")
+        self._inference_copy = None
+        if precision == "bf16":
+            encoder = copy.deepcopy(self.encoder).to(torch.bfloat16).eval().requires_grad_(False)
+            self._inference_copy = (encoder, self.unet.low_precision_copy(torch.bfloat16))
         if mode == "eager":
             self._fast_sampler = None
         elif mode == "compile":
@@ -187,10 +215,9 @@ class Policy(nn.Module):
         )
         if not shape_ok:
             raise ValueError(f"{key!r} has shape {tuple(value.shape)}; expected {expected}")
-        value = value.to(device=self.device, dtype=torch.float32)
-        if not torch.isfinite(value).all():
+        if not torch.isfinite(value).all():  # checked where the value is: host inputs cost the GPU no sync
             raise ValueError(f"{key!r} contains NaN or inf")
-        return value
+        return value.to(device=self.device, dtype=torch.float32)
 
     def save(self, path: str | os.PathLike, ema: "Policy | None" = None, extra: dict[str, Any] | None = None) -> None:
         """Writes config, normaliser, weights and (optionally) the weights of `ema`, a copy of
