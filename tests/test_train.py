@@ -204,3 +204,24 @@ def test_compiled_training_keeps_plain_checkpoints(tmp_path, data_dir):
     state = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=True)["policy"]
     assert summary["steps"] > 0 and not any("_orig_mod" in key for key in state)
     Policy.load(tmp_path / "policy_latest.pt")  # loads into an uncompiled policy
+
+
+def test_a_non_finite_loss_stops_the_run_before_a_checkpoint(tmp_path, data_dir):
+    config = parse_overrides(TINY + [f"data_dir={data_dir}", f"run_dir={tmp_path}", "epochs=1", "eval_every=0",
+                                     "final_eval_episodes=0", "log_every=3"])
+    trainer = Trainer(config)
+    compute_loss = trainer.policy.compute_loss
+
+    def diverging(batch, step, checked=True):
+        loss, info = compute_loss(batch, step, checked)
+        if step == 4:  # inside the second record's window (steps 4-6)
+            loss = loss * float("nan")
+            info["loss"] = loss.detach()
+        return loss, info
+
+    trainer.policy.compute_loss = diverging
+    with pytest.raises(FloatingPointError, match="within steps 4-6"):
+        trainer.train()
+    assert not (tmp_path / "checkpoints" / "latest.pt").exists()
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [3]
