@@ -5,8 +5,9 @@
 # one mp1 sweep per lever. Usage:
 #   bash benchmarks/onestep_study.sh LEVER [extra key=value...]
 # LEVER: winner (mp1-tuned beside DP3 and MP1), lr, dispersive, guidance, loss-space, prediction,
-# warm-start, direction, adaptive-weight. Results: benchmarks/results/onestep-<LEVER>/ (winner:
-# benchmarks/results/same-budget-2seeds/). Choose settings on these four tasks only.
+# warm-start, direction, adaptive-weight. Results: benchmarks/results/onestep-<LEVER>/. Choose
+# settings on these four tasks only. (benchmarks/results/same-budget-2seeds/ holds the first
+# mp1-tuned recipe, with prediction=u: today's `winner` with model.objective.prediction=u.)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/setup.sh"
 cd "$ROOT"
@@ -14,7 +15,7 @@ lever=${1:?usage: onestep_study.sh LEVER [key=value...]}
 shift
 dir="benchmarks/results/onestep-$lever"
 case "$lever" in
-    winner)          axes=(policy=mp1-tuned,dp3,mp1); dir=benchmarks/results/same-budget-2seeds ;;
+    winner)          axes=(policy=mp1-tuned,dp3,mp1) ;;
     lr)              axes=(policy=mp1,dp3 lr=1e-4,3e-4,1e-3) ;;
     dispersive)      axes=(policy=mp1 lr=3e-4 model.dispersive.weight=0,0.1,0.5) ;;
     guidance)        axes=(policy=mp1-tuned model.objective.guidance=none,self,cfg) ;;

@@ -4,11 +4,13 @@ on a mode in one step; one-step flow matching lands between them."""
 import pytest
 
 from mp1.objectives import ConsistencyFlow, Diffusion, FlowMatching, MeanFlow
+from mp1.policies.config import MP1TunedConfig
 from mp1.toy import evaluate_toy, train_toy
 
 CASES = {
     # name: (objective, sampling steps, training steps, bound on the on-mode fraction)
     "meanflow-1step": (MeanFlow(), 1, 2000, ">=0.6"),
+    "mp1-tuned-1step": (MP1TunedConfig().objective, 1, 1000, ">=0.7"),  # x-prediction: 82% here
     "flowmatching-1step": (FlowMatching(), 1, 1000, "<=0.05"),
     "consistencyflow-1step": (ConsistencyFlow(num_segments=1, second_branch_grad=False), 1, 2000, ">=0.25"),
     "ddim-10steps": (Diffusion(), 10, 1500, ">=0.8"),

@@ -163,7 +163,7 @@ def measure_train_step(
     from mp1.train import make_optimizer
 
     policy = benchmark_policy(name, preset, device).train()
-    optimizer = make_optimizer(policy.parameters(), device, lr=1e-4)
+    optimizer = make_optimizer(policy.parameters(), lr=1e-4)
     data = {
         "obs": random_obs(policy, batch, num_points, device),
         "action": torch.rand(batch, policy.config.horizon, policy.config.action_dim, device=device) * 2 - 1,

