@@ -204,17 +204,19 @@ def latency_report(
 
 def format_report(report: dict) -> str:
     """The report as text; it also reads a report back from JSON, where a failed mode's numbers are null."""
-    report = {**report, "results": [{k: float("nan") if v is None else v for k, v in r.items()} for r in report["results"]]}
+    # Reports written before inference precisions existed were float32.
+    results = [{"precision": "fp32", **{k: float("nan") if v is None else v for k, v in r.items()}} for r in report["results"]]
+    report = {**report, "results": results}
     lines = [f"device: {report['device']}", "",
              "policy      preset  mode        precision  nfe  p50_ms  p99_ms  forward_p50_ms  p50/forward  max|diff| vs fp32 eager"]
     for r in report["results"]:
         lines.append(
-            f"{r['policy']:<11} {r['preset']:<7} {r['mode']:<11} {r.get('precision', 'fp32'):<9}  {r['nfe']:>3} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
+            f"{r['policy']:<11} {r['preset']:<7} {r['mode']:<11} {r['precision']:<9}  {r['nfe']:>3} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
             f"{r['forward_p50_ms']:>15.2f} {r['p50_ms'] / r['forward_p50_ms']:>12.2f}  {r['max_abs_diff']:.1e}"
             + (f"  failed: {r['error']}" if r["error"] else "")
         )
-    for mode, precision in dict.fromkeys((r["mode"], r.get("precision", "fp32")) for r in report["results"]):
-        p50 = {r["policy"]: r["p50_ms"] for r in report["results"] if (r["mode"], r.get("precision", "fp32")) == (mode, precision)}
+    for mode, precision in dict.fromkeys((r["mode"], r["precision"]) for r in report["results"]):
+        p50 = {r["policy"]: r["p50_ms"] for r in report["results"] if (r["mode"], r["precision"]) == (mode, precision)}
         if {"mp1", "dp3"} <= p50.keys() and np.isfinite(p50["dp3"] / p50["mp1"]):
             lines.append(f"\nDP3 / MP1 latency ({mode}, {precision}): {p50['dp3'] / p50['mp1']:.1f}x")
     if report["training"]:
