@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mp1.bench import measure_latency, measure_train_step, random_obs
+from mp1.bench import benchmark_policy, measure_latency, measure_train_step, random_obs
 from mp1.data.demos import DemoConfig, generate_demos
 from mp1.train import Trainer, parse_overrides
 
@@ -29,8 +29,6 @@ def test_latency_modes_run_and_agree_with_eager(name):
 
 
 def test_seeded_actions_match_the_cpu():
-    from mp1.bench import benchmark_policy
-
     policy = benchmark_policy("mp1", "cpu", torch.device("cpu")).eval()
     obs = random_obs(policy, 1, 128, torch.device("cpu"))
     on_cpu = policy.predict_action(obs, generator=torch.Generator().manual_seed(3))["action"]

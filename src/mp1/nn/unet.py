@@ -34,19 +34,20 @@ class UnetConfig:
 
 
 class SinusoidalEmbedding(nn.Module):
-    """sin/cos of `scale * t` at geometric frequencies. The angles (up to `scale` radians) are
-    computed in float32 whatever the module was cast to: bf16's 8-bit mantissa would move them by
-    tenths of a radian. The result is returned in `out_dtype`, the following layer's."""
+    """sin/cos of `scale * t` at geometric frequencies, returned in `out_dtype` (the following
+    layer's). The angles, up to `scale` radians, are computed in float32: bf16's 8-bit mantissa
+    would move them by tenths of a radian (see `ConditionalUnet1D.low_precision_copy`)."""
 
     def __init__(self, dim: int, scale: float):
         super().__init__()
-        self.half, self.scale = dim // 2, scale
+        half = dim // 2
+        frequencies = torch.exp(-math.log(10_000.0) * torch.arange(half) / (half - 1))
+        self.register_buffer("frequencies", frequencies, persistent=False)
+        self.scale = scale
         self.out_dtype = torch.float32
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        steps = torch.arange(self.half, device=t.device, dtype=torch.float32)
-        frequencies = torch.exp(-math.log(10_000.0) * steps / (self.half - 1))
-        angles = (self.scale * t.float())[:, None] * frequencies[None, :]
+        angles = (self.scale * t.float())[:, None] * self.frequencies[None, :]
         return torch.cat([angles.sin(), angles.cos()], dim=-1).to(self.out_dtype)
 
 
@@ -114,8 +115,9 @@ class ConditionalUnet1D(nn.Module):
         """An inference copy with weights in `dtype`; it takes float32 r and t (the time sinusoids
         are computed in float32, then cast)."""
         unet = copy.deepcopy(self).to(dtype)
-        for embedding in (unet.t_embedding, unet.r_embedding):
+        for original, embedding in ((self.t_embedding, unet.t_embedding), (self.r_embedding, unet.r_embedding)):
             if embedding is not None:
+                embedding[0].frequencies = original[0].frequencies.clone()  # float32, as cast would round them
                 embedding[0].out_dtype = dtype
         return unet.eval().requires_grad_(False)
 

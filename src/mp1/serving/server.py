@@ -64,13 +64,11 @@ class PolicyServer:
         self._jobs.put((job, future))
         return future.result()
 
-    def run_jobs(self, stop: threading.Event) -> None:
+    def run_jobs(self) -> None:
+        """Serves `on_main_thread` until interrupted (Ctrl-C)."""
         try:
-            while not stop.is_set():
-                try:
-                    job, future = self._jobs.get(timeout=0.1)
-                except queue.Empty:
-                    continue
+            while True:
+                job, future = self._jobs.get()
                 try:
                     future.set_result(job())
                 except Exception as error:  # noqa: BLE001 - handed back to the connection that asked
@@ -134,15 +132,14 @@ class PolicyServer:
             checked[key] = value.astype(np.float32)
         return checked
 
+
 def run_server(policy_path: str | Path, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu", seed: int = 0) -> None:
     server = PolicyServer(policy_path, device=device, seed=seed)
-    stop = threading.Event()
     with serve(server.handle, host, port, max_size=MAX_FRAME_BYTES, compression=None) as websocket_server:
         connections = threading.Thread(target=websocket_server.serve_forever, daemon=True)
         connections.start()
         print(f"serving {server.metadata['policy']} ({policy_path}) on ws://{host}:{port}", flush=True)
         try:
-            server.run_jobs(stop)  # the policy runs here, on the main thread, until interrupted
+            server.run_jobs()  # the policy runs here, on the main thread, until interrupted
         finally:
-            stop.set()
             websocket_server.shutdown()
