@@ -196,6 +196,17 @@ def test_bad_checkpoint_is_refused_without_running_code(tmp_path, data_dir, kind
     assert not marker.exists()
 
 
+def test_a_step_budget_sets_the_fewest_epochs_reaching_it(tmp_path, data_dir):
+    config = parse_overrides(TINY + [f"data_dir={data_dir}", f"run_dir={tmp_path}", "steps=12", "epochs=50",
+                                     "eval_every=0", "final_eval_episodes=0"])
+    trainer = Trainer(config)
+    per_epoch = len(trainer.loader)
+    assert per_epoch < 12 and config.epochs == -(-12 // per_epoch)
+    summary = trainer.train()
+    assert 12 <= summary["steps"] < 12 + per_epoch and summary["epochs"] == config.epochs
+    assert "epochs: %d" % config.epochs in (tmp_path / "config.yaml").read_text()
+
+
 @pytest.mark.slow
 def test_compiled_training_keeps_plain_checkpoints(tmp_path, data_dir):
     config = parse_overrides(TINY + [f"data_dir={data_dir}", f"run_dir={tmp_path}", "epochs=1", "eval_every=0",

@@ -10,6 +10,7 @@ and `policy_best.pt` (EMA weights), `eval/` results and videos, and `final.json`
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -47,6 +48,7 @@ class TrainConfig:
     allow_task_mismatch: bool = False  # train on a data_path store recorded for another task
     run_dir: str = ""  # default: runs/<task>/<policy>-<preset>-seed<seed>
     epochs: int = 100  # passes over the demonstration windows
+    steps: int = 0  # a budget in optimiser steps instead: epochs becomes the fewest whole epochs reaching it; 0: epochs decides
     batch_size: int = 128  # windows per step
     lr: Optional[float] = None  # AdamW learning rate; None: the policy's recipe (its config's `train_lr`)
     betas: tuple[float, float] = (0.95, 0.999)  # AdamW betas
@@ -77,7 +79,7 @@ class TrainConfig:
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose from {sorted(PRESETS)}")
         resolve_env_names([self.task])
-        at_least_zero = ("epochs", "final_eval_episodes", "eval_every", "warmup_steps", "eval_max_steps")
+        at_least_zero = ("epochs", "steps", "final_eval_episodes", "eval_every", "warmup_steps", "eval_max_steps")
         for name in (*at_least_zero, "demos", "batch_size", "eval_episodes", "eval_jobs", "checkpoint_every", "log_every"):
             minimum = 0 if name in at_least_zero else 1
             if getattr(self, name) < minimum:
@@ -144,7 +146,7 @@ def ensure_demos(config: TrainConfig) -> Path:
 
 # Settings that may differ when an interrupted run is resumed: they do not change what is learnt.
 RESUMABLE_CHANGES = frozenset(
-    {"epochs", "eval_every", "eval_episodes", "final_eval_episodes", "eval_jobs", "video", "checkpoint_every",
+    {"epochs", "steps", "eval_every", "eval_episodes", "final_eval_episodes", "eval_jobs", "video", "checkpoint_every",
      "threads", "device", "data_dir", "run_dir", "log_every", "compile"}
 )
 
@@ -201,6 +203,8 @@ class Trainer:
 
         self.loader_generator = torch.Generator().manual_seed(config.seed)
         self.loader = DeviceBatches(self.dataset, config.batch_size, self.device, self.loader_generator)
+        if config.steps:  # recorded as epochs, so the schedule, checkpoints and evaluations stay per epoch
+            config.epochs = math.ceil(config.steps / len(self.loader))
         self.total_steps = config.epochs * len(self.loader)
         self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, config.warmup_steps, max(1, self.total_steps))
         self.epoch, self.step = 0, 0
