@@ -11,6 +11,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/setup.sh"
 cd "$ROOT"
 mp1 sweep seed=0,1 \
-    task=metaworld/button-press,metaworld/coffee-pull,metaworld/assembly,metaworld/stick-push,adroit/door,adroit/hammer \
+    task=metaworld/button-press,adroit/door,metaworld/coffee-pull,adroit/hammer,metaworld/assembly,metaworld/stick-push \
     policy=mp1-tuned,dp3 preset=cpu demos=10 steps=600 warmup_steps=50 eval_every=40 eval_episodes=10 final_eval_episodes=100 video=false \
     "$@" --dir "${DIR:-benchmarks/results/onestep-suite}" --jobs "${JOBS:-2}"
