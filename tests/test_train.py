@@ -204,7 +204,7 @@ def test_a_step_budget_sets_the_fewest_epochs_reaching_it(tmp_path, data_dir):
     assert per_epoch < 12 and config.epochs == -(-12 // per_epoch)
     summary = trainer.train()
     assert 12 <= summary["steps"] < 12 + per_epoch and summary["epochs"] == config.epochs
-    assert "epochs: %d" % config.epochs in (tmp_path / "config.yaml").read_text()
+    assert f"epochs: {config.epochs}" in (tmp_path / "config.yaml").read_text()
 
 
 @pytest.mark.slow
