@@ -160,10 +160,10 @@ def measure_train_step(
     name: str, preset: str, device: torch.device, batch: int, steps: int, precision: str = "fp32", warmup: int = 2,
     num_points: int = 512,
 ) -> TrainStepResult:
-    from mp1.train import make_optimizer
+    from mp1.train import TrainConfig, make_optimizer
 
     policy = benchmark_policy(name, preset, device).train()
-    optimizer = make_optimizer(policy.parameters(), lr=1e-4)
+    optimizer = make_optimizer(policy.parameters(), policy.config.train_lr, TrainConfig.betas, TrainConfig.weight_decay)
     data = {
         "obs": random_obs(policy, batch, num_points, device),
         "action": torch.rand(batch, policy.config.horizon, policy.config.action_dim, device=device) * 2 - 1,
