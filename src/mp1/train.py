@@ -30,6 +30,7 @@ from mp1.evaluate import DP3_EPISODE_STEPS, EvalResult, dp3_protocol, evaluate, 
 from mp1.integrity import content_digest
 from mp1.lock import FolderLock
 from mp1.policies import POLICY_NAMES, PRESETS, Policy, make_config
+from mp1.policies.config import config_to_dict
 from mp1.policies.policy import atomic_torch_save
 from mp1.progress import progress_bar
 from mp1.report import write_run_report
@@ -264,6 +265,13 @@ class Trainer:
             "seed": self.config.seed, **more,
         }
 
+    def recipe(self) -> dict[str, Any]:
+        """What was learnt with: every policy setting resolved (objective, sampler, network) and
+        the optimiser's settings, so that two runs of one policy name can be told apart."""
+        optimiser = {key: getattr(self.config, key) for key in ("lr", "betas", "weight_decay", "warmup_steps", "batch_size")}
+        return {"policy": self.config.policy, "optimiser": {**optimiser, "betas": list(optimiser["betas"])},
+                "model": config_to_dict(self.policy.config)}
+
     # --- logging -----------------------------------------------------------------------------
 
     def log(self, record: dict[str, Any]) -> None:
@@ -304,6 +312,7 @@ class Trainer:
             tqdm.write(f"resuming {self.run} from epoch {self.epoch} (step {self.step})")
             truncate_metrics(self.run / "metrics.jsonl", self.step)
         (self.run / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(self.config)))
+        (self.run / "recipe.yaml").write_text(OmegaConf.to_yaml(self.recipe()))
         self.writer = SummaryWriter(str(self.run / "tb"))
         bar = progress_bar(total=self.total_steps, initial=self.step, unit="step", desc=f"train {self.config.policy}", dynamic_ncols=True)
         try:
@@ -379,7 +388,7 @@ class Trainer:
         strict one (the final EMA weights over many fixed-seed episodes)."""
         summary: dict[str, Any] = {
             "task": self.config.task, "policy": self.config.policy, "preset": self.config.preset,
-            "seed": self.config.seed, "demos": self.config.demos, "model": self.config.model,
+            "seed": self.config.seed, "demos": self.config.demos, "model": self.config.model, "recipe": self.recipe(),
             "epochs": self.epoch, "steps": self.step, "device": str(self.device), "precision": self.config.precision,
             "train_seconds": self.train_seconds, "steps_per_second": self.step / max(self.train_seconds, 1e-9),
             "dp3_protocol_success": dp3_protocol([e["success_rate"] for e in self.evaluations]),
