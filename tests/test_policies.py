@@ -213,3 +213,43 @@ def test_random_garbage_never_escapes_as_another_error(tmp_path):
             Policy.load(path)
         except PolicyFileError:
             pass  # the only acceptable failure; a damaged but loadable file would fail its checksum
+
+
+@pytest.mark.parametrize("name", ["mp1-tuned", "dp3"])
+def test_noise_scale_zero_is_deterministic_and_steps_change_the_sampler(name):
+    policy = fitted_policy(name)
+    obs = make_batch()["obs"]
+    act = lambda seed, **knobs: policy.set_sampling(**knobs).predict_action(obs, generator=torch.Generator().manual_seed(seed))["action"]
+    assert not torch.equal(act(0), act(1))  # noise matters at scale 1
+    assert torch.equal(act(0, noise_scale=0.0), act(1))  # and not at all at scale 0
+    assert not torch.equal(act(0, noise_scale=0.5), act(0, noise_scale=0.0))
+    one_step = act(0, noise_scale=1.0, steps=1)
+    assert not torch.equal(act(0, steps=2), one_step) and policy.config.objective.sample_steps == 2
+    for bad, message in (({"noise_scale": -0.1}, "noise_scale must be >= 0"), ({"noise_scale": float("nan")}, "noise_scale"),
+                         ({"steps": 0}, "steps must be at least 1")):
+        with pytest.raises(ValueError, match=message):
+            policy.set_sampling(**bad)
+    with pytest.raises(ValueError, match="noise_scale must be >= 0"):
+        make_policy(name, noise_scale=-1.0)
+
+
+def test_sampling_defaults_are_written_into_the_policy_file(tmp_path):
+    from mp1.cli import main
+    from mp1.policies.policy import read_policy_file
+
+    policy, ema = fitted_policy("mp1-tuned"), fitted_policy("mp1-tuned", seed=1)
+    path = tmp_path / "policy.pt"
+    policy.save(path, ema=ema, extra={"task": "metaworld/button-press"})
+    obs = make_batch()["obs"]
+    act = lambda p: p.predict_action(obs, generator=torch.Generator().manual_seed(3))["action"]
+
+    main(["sampling", str(path), "--noise-scale", "0", "--steps", "2", "--out", str(tmp_path / "copy.pt")])
+    copy = Policy.load(tmp_path / "copy.pt")
+    assert copy.config.noise_scale == 0.0 and copy.config.objective.sample_steps == 2
+    assert torch.equal(act(copy), act(ema.set_sampling(noise_scale=0.0, steps=2)))  # same weights, new knobs
+    assert read_policy_file(tmp_path / "copy.pt")["extra"] == {"task": "metaworld/button-press"}
+    assert Policy.load(path).config.noise_scale == 1.0  # the original is untouched
+    before = path.read_bytes()
+    with pytest.raises(SystemExit, match="steps must be at least 1"):
+        main(["sampling", str(path), "--steps", "0"])
+    assert path.read_bytes() == before  # a refused change writes nothing

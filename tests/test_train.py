@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from mp1.cli import main
 from mp1.data.demos import DemoConfig, generate_demos
 from mp1.policies import Policy
 from mp1.policies.policy import read_policy_file
@@ -42,7 +43,10 @@ def test_tiny_end_to_end_run(tmp_path, data_dir, policy):
     assert config.lr == (3e-4 if policy == "mp1-tuned" else 1e-4)  # the policy's recipe, recorded
     assert "DP3: mean of all 2 periodic evaluations" in (run / "report.md").read_text()
     assert all(e["train_seconds"] > 0 for e in summary["periodic_evaluations"])
-    for name in ("config.yaml", "metrics.jsonl", "final.json", "report.md", "learning_curve.png",
+    recipe = summary["recipe"]  # every policy setting resolved, beside the optimiser's
+    assert recipe["optimiser"]["lr"] == config.lr and recipe["model"]["objective"]["sample_steps"] >= 1
+    assert recipe["model"]["unet"]["down_dims"] == [16, 32, 64] and recipe["model"]["noise_scale"] == 1.0
+    for name in ("config.yaml", "recipe.yaml", "metrics.jsonl", "final.json", "report.md", "learning_curve.png",
                  "policy_latest.pt", "policy_best.pt", "checkpoints/latest.pt", "eval/final_episodes.json"):
         assert (run / name).exists(), name
     assert list((run / "tb").iterdir())
@@ -69,6 +73,10 @@ def test_tiny_end_to_end_run(tmp_path, data_dir, policy):
         assert "strict protocol" in result.stdout and "over 3 episodes" in result.stdout
         saved = json.loads((run / "eval" / "eval_seed1000_3ep.json").read_text())
         assert [e["env_seed"] for e in saved["per_episode"]] == [1000, 1001, 1002]
+    if policy == "mp1-tuned":  # the inference knobs at evaluation, recorded in the result's name and contents
+        main(["eval", str(run), "--episodes", "2", "--max-steps", "6", "--noise-scale", "0", "--steps", "2"])
+        saved = json.loads((run / "eval" / "eval_seed1000_2ep_noise_scale0.0_steps2.json").read_text())
+        assert saved["sampling"] == {"noise_scale": 0.0, "steps": 2} and saved["episodes"] == 2
 
 
 def test_grad_clip_is_applied(tmp_path, data_dir):

@@ -194,17 +194,20 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if not task:
         raise ValueError(f"{policy_path} does not record its task; pass --task")
     out_dir = Path(args.out or (target if target.is_dir() else target.parent) / "eval")
-    video = str(out_dir / f"eval_seed{args.seed}.mp4") if args.video else None
+    sampling = {"noise_scale": args.noise_scale, "steps": args.steps}
+    knobs = "".join(f"_{key}{value}" for key, value in sampling.items() if value is not None)
+    video = str(out_dir / f"eval_seed{args.seed}{knobs}.mp4") if args.video else None
     result = evaluate(
         policy_path, task, args.episodes, args.seed, args.jobs, video, args.max_steps,
-        observation=extra.get("observation"),
+        observation=extra.get("observation"), sampling=sampling,
     )
-    result.extra = {"policy_file": str(policy_path), "protocol": "strict: one checkpoint, fixed-seed episodes"}
-    path = out_dir / f"eval_seed{args.seed}_{args.episodes}ep.json"
+    result.extra = {"policy_file": str(policy_path), "protocol": "strict: one checkpoint, fixed-seed episodes",
+                    "sampling": sampling}
+    path = out_dir / f"eval_seed{args.seed}_{args.episodes}ep{knobs}.json"
     result.save(path)
     low, high = result.confidence_interval
     print(
-        f"{task}: success {100 * result.success_rate:.1f}% over {args.episodes} episodes "
+        f"{task}{knobs.replace('_', ' ')}: success {100 * result.success_rate:.1f}% over {args.episodes} episodes "
         f"(strict protocol; 95% CI {100 * low:.1f}-{100 * high:.1f}); "
         f"predict_action p50 {result.latency_p50_ms:.2f} ms, p99 {result.latency_p99_ms:.2f} ms on {result.device}"
     )
@@ -237,9 +240,18 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from mp1.serving.server import run_server
 
     try:
-        run_server(args.policy, args.host, args.port, args.device, args.seed)
+        run_server(args.policy, args.host, args.port, args.device, args.seed, args.noise_scale, args.steps)
     except KeyboardInterrupt:
         print("server stopped")
+
+
+def cmd_sampling(args: argparse.Namespace) -> None:
+    from mp1.policies.policy import write_sampling_defaults
+
+    if args.noise_scale is None and args.steps is None:
+        raise ValueError("give --noise-scale and/or --steps")
+    config = write_sampling_defaults(args.policy, args.out, args.noise_scale, args.steps)
+    print(f"wrote {args.out or args.policy}: noise_scale {config.noise_scale}, {config.objective.sample_steps} step(s)")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -255,6 +267,13 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
     options = dict(OmegaConf.to_container(OmegaConf.from_dotlist(args.slurm)))
     print(f"wrote {sweep(args.overrides, args.dir, args.launcher, args.jobs, options)}")
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--noise-scale", type=float, help="scale of the initial noise, 0 to 1 (0: deterministic; default: the policy file's)"
+    )
+    parser.add_argument("--steps", type=int, help="sampling steps, network evaluations per chunk (default: the policy file's)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -327,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"episode length ({EPISODE_STEPS}: DP3's Meta-World length, Adroit's horizon; 0: the env's own)",
     )
     evaluate.add_argument("--video", action="store_true", help="write a video of the first episode")
+    add_sampling_arguments(evaluate)
     evaluate.add_argument("--out", help="folder for results (default: <run>/eval)")
     evaluate.set_defaults(func=cmd_eval)
 
@@ -365,7 +385,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     serve.add_argument("--seed", type=int, default=0, help="seed of each connection's sampling noise")
+    add_sampling_arguments(serve)
     serve.set_defaults(func=cmd_serve)
+
+    sampling = commands.add_parser(
+        "sampling", help="set a policy file's default inference knobs (initial noise scale, sampling steps)",
+        description="Rewrites the policy file (or writes a copy with --out) so that eval, serve, the runtime and "
+        "ONNX export use these knobs by default; the weights are unchanged.",
+    )
+    sampling.add_argument("policy", help="a policy file")
+    sampling.add_argument("--out", help="write a copy here instead of rewriting POLICY")
+    add_sampling_arguments(sampling)
+    sampling.set_defaults(func=cmd_sampling)
 
     export = commands.add_parser(
         "export", help="export a one-step policy to ONNX (normalisation, encoder and network in one graph)",

@@ -116,20 +116,26 @@ def run_episodes(
 
 def _worker(
     policy_path: str, env_name: str, env_seeds: list[int], threads: int, queue, video_path: str | None,
-    env_kwargs: dict[str, Any],
+    env_kwargs: dict[str, Any], sampling: dict[str, Any],
 ) -> tuple:
     torch.set_num_threads(threads)
-    return run_episodes(Policy.load(policy_path), env_name, env_seeds, video_path, queue.put, env_kwargs)
+    policy = Policy.load(policy_path).set_sampling(**sampling)
+    return run_episodes(policy, env_name, env_seeds, video_path, queue.put, env_kwargs)
 
 
 def evaluate(
     policy: Policy | str | os.PathLike, env_name: str, episodes: int = 100, seed: int = 1000, jobs: int = 1,
     video_path: str | None = None, max_episode_steps: int | None = DP3_EPISODE_STEPS, show_progress: bool = True,
-    observation: dict[str, Any] | None = None,
+    observation: dict[str, Any] | None = None, sampling: dict[str, Any] | None = None,
 ) -> EvalResult:
     """Success rate of a policy (object, or policy file for `jobs > 1`) over seeded episodes.
     `observation` holds the environment settings the training data was recorded with (point
-    count, colour, crop box; see `observation_settings`), so that the policy sees the same."""
+    count, colour, crop box; see `observation_settings`), so that the policy sees the same.
+    `sampling` overrides a policy file's inference knobs (`noise_scale`, `steps`; see
+    `Policy.set_sampling`); an in-memory policy is evaluated as it is set."""
+    sampling = sampling or {}
+    if sampling and isinstance(policy, Policy):
+        raise ValueError("sampling overrides a policy file's knobs; set an in-memory policy's with policy.set_sampling()")
     env_kwargs = dict(observation or {})
     if max_episode_steps:
         env_kwargs["max_episode_steps"] = max_episode_steps
@@ -138,7 +144,7 @@ def evaluate(
     seeds = [seed + i for i in range(episodes)]
     with progress_bar(total=episodes, unit="episode", desc=f"eval {env_name}", disable=not show_progress, leave=False) as bar:
         if jobs <= 1:
-            loaded = policy if isinstance(policy, Policy) else Policy.load(policy)
+            loaded = policy if isinstance(policy, Policy) else Policy.load(policy).set_sampling(**sampling)
             successes, lengths, latencies = run_episodes(loaded, env_name, seeds, video_path, bar.update, env_kwargs)
             device = str(loaded.device)
         else:
@@ -151,7 +157,8 @@ def evaluate(
                 threads = max(1, torch.get_num_threads() // len(shards))
                 pending = [
                     pool.submit(
-                        _worker, str(policy), env_name, shard, threads, queue, video_path if i == 0 else None, env_kwargs
+                        _worker, str(policy), env_name, shard, threads, queue, video_path if i == 0 else None, env_kwargs,
+                        sampling,
                     )
                     for i, shard in enumerate(shards)
                 ]

@@ -27,6 +27,10 @@ class PolicyConfig:
     point_dim: int = 3
     # The learning rate of this policy's training recipe; `mp1 train lr=...` overrides it.
     train_lr: float = 1e-4
+    # Sampling, inference only: the initial noise is scaled by `noise_scale` (1: the distribution
+    # trained on; 0: the network's answer from z = 0, deterministic); the number of network
+    # evaluations is the objective's `sample_steps`. `mp1 eval`, `mp1 serve` and `mp1 sampling` set both.
+    noise_scale: float = 1.0
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     unet: UnetConfig = field(default_factory=UnetConfig)
     dispersive: DispersiveLoss = field(default_factory=DispersiveLoss)
@@ -34,6 +38,8 @@ class PolicyConfig:
     def __post_init__(self) -> None:
         if self.n_obs_steps < 1 or self.n_action_steps < 1:
             raise ValueError("n_obs_steps and n_action_steps must be at least 1")
+        if not self.noise_scale >= 0:
+            raise ValueError(f"noise_scale must be >= 0, got {self.noise_scale}")
         if self.n_obs_steps - 1 + self.n_action_steps > self.horizon:
             raise ValueError(
                 f"n_obs_steps - 1 + n_action_steps = {self.n_obs_steps - 1 + self.n_action_steps} "

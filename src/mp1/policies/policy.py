@@ -77,6 +77,7 @@ class Policy(nn.Module):
             {"point_cloud": config.point_dim, "agent_pos": config.state_dim, "action": config.action_dim}
         )
         self._fast_sampler = None  # set by accelerate()
+        self._acceleration = ("eager", "fp32")  # accelerate()'s arguments, re-applied by set_sampling()
         self._inference_copy: tuple[ObservationEncoder, ConditionalUnet1D] | None = None  # bf16 encoder and UNet
 
     @property
@@ -141,7 +142,9 @@ class Policy(nn.Module):
     def sample_actions(
         self, point_cloud: torch.Tensor, agent_pos: torch.Tensor, noise: torch.Tensor, steps: int | None = None
     ) -> torch.Tensor:
-        """The tensor computation of predict_action: observations and noise -> action chunk."""
+        """The tensor computation of predict_action: observations and standard normal noise ->
+        action chunk (the noise is scaled here, so exported graphs and captured ones scale it too)."""
+        noise = noise * self.config.noise_scale
         if self._inference_copy is None:
             cond = self.encode({"point_cloud": point_cloud, "agent_pos": agent_pos})
             return self.normalizer.unnormalize("action", self.objective.sample(self.net, noise, cond, steps))
@@ -164,6 +167,7 @@ class Policy(nn.Module):
         float32's by bf16 rounding). Call it after moving the policy to its device."""
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"unknown precision {precision!r}; choose fp32 or bf16")
+        self._acceleration = (mode, precision)
         self._inference_copy = None
         if precision == "bf16":
             encoder = copy.deepcopy(self.encoder).to(torch.bfloat16).eval().requires_grad_(False)
@@ -179,6 +183,14 @@ class Policy(nn.Module):
         else:
             raise ValueError(f"unknown mode {mode!r}; choose eager, compile or cuda_graph")
         self.eval()
+        return self
+
+    def set_sampling(self, noise_scale: float | None = None, steps: int | None = None) -> "Policy":
+        """Changes the inference knobs (None keeps one): the initial noise's scale and the number
+        of sampling steps. A compiled or captured sampler is rebuilt, since it holds the old ones."""
+        set_sampling(self.config, noise_scale, steps)
+        if self._acceleration[0] != "eager":
+            self.accelerate(*self._acceleration)
         return self
 
     def validate_obs(self, obs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -255,6 +267,34 @@ class Policy(nn.Module):
         except Exception as error:  # a config or weights that do not fit together
             raise PolicyFileError(f"{source} holds an inconsistent policy: {str(error).splitlines()[0][:300]}") from None
         return policy.to(device).eval()
+
+
+def set_sampling(config: PolicyConfig, noise_scale: float | None = None, steps: int | None = None) -> None:
+    """The inference knobs of a policy config, checked (None keeps one)."""
+    if noise_scale is not None:
+        if not noise_scale >= 0:
+            raise ValueError(f"noise_scale must be >= 0, got {noise_scale}")
+        config.noise_scale = float(noise_scale)
+    if steps is not None:
+        if steps < 1:
+            raise ValueError(f"steps must be at least 1, got {steps}")
+        config.objective.sample_steps = int(steps)
+
+
+def write_sampling_defaults(
+    path: str | os.PathLike, out: str | os.PathLike | None = None, noise_scale: float | None = None,
+    steps: int | None = None,
+) -> PolicyConfig:
+    """Rewrites a policy file (or writes a copy to `out`) whose inference knobs default to the
+    given ones; weights and everything else stay as they are. Returns the new config."""
+    payload = read_policy_file(path)
+    config = config_from_dict(payload["policy"], payload["config"])
+    set_sampling(config, noise_scale, steps)
+    payload["config"] = config_to_dict(config)
+    payload["format_version"] = FILE_FORMAT_VERSION
+    payload["checksum"] = content_digest(payload)
+    atomic_torch_save(payload, out or path)
+    return config
 
 
 def atomic_torch_save(payload: Any, path: str | os.PathLike) -> None:

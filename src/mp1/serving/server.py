@@ -42,9 +42,13 @@ MAX_FRAME_BYTES = 16 * 2**20
 
 
 class PolicyServer:
-    def __init__(self, policy_path: str | Path, device: str = "cpu", seed: int = 0):
+    def __init__(
+        self, policy_path: str | Path, device: str = "cpu", seed: int = 0, noise_scale: float | None = None,
+        steps: int | None = None,
+    ):
         payload = read_policy_file(policy_path)
         self.policy = Policy.from_payload(payload, device=device, source=str(policy_path))
+        self.policy.set_sampling(noise_scale, steps)
         self.seed = seed
         c = self.policy.config
         extra = payload["extra"]
@@ -53,7 +57,7 @@ class PolicyServer:
             "task": extra.get("task"), "observation": extra.get("observation"),
             "n_obs_steps": c.n_obs_steps, "n_action_steps": c.n_action_steps, "horizon": c.horizon,
             "action_dim": c.action_dim, "state_dim": c.state_dim, "point_dim": c.point_dim,
-            "device": str(self.policy.device),
+            "device": str(self.policy.device), "noise_scale": c.noise_scale, "sample_steps": c.objective.sample_steps,
         }
         self.num_points = (extra.get("observation") or {}).get("num_points")
         self._jobs: queue.Queue[tuple[Callable[[], Any], Future]] = queue.Queue()
@@ -133,8 +137,11 @@ class PolicyServer:
         return checked
 
 
-def run_server(policy_path: str | Path, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu", seed: int = 0) -> None:
-    server = PolicyServer(policy_path, device=device, seed=seed)
+def run_server(
+    policy_path: str | Path, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu", seed: int = 0,
+    noise_scale: float | None = None, steps: int | None = None,
+) -> None:
+    server = PolicyServer(policy_path, device=device, seed=seed, noise_scale=noise_scale, steps=steps)
     with serve(server.handle, host, port, max_size=MAX_FRAME_BYTES, compression=None) as websocket_server:
         connections = threading.Thread(target=websocket_server.serve_forever, daemon=True)
         connections.start()
