@@ -97,13 +97,15 @@ def test_device_batches_are_the_datasets_windows(store_path):
 
 
 def test_split_and_episode_cap(store_path):
-    train = PointCloudDataset(store_path, val_ratio=0.34, seed=0)
-    val = PointCloudDataset(store_path, split="val", val_ratio=0.34, seed=0)
+    train = PointCloudDataset(store_path, val_episodes=1, seed=0)
+    val = PointCloudDataset(store_path, split="val", val_episodes=1, seed=0)
     assert len(val.episodes) == 1 and not set(train.episodes) & set(val.episodes)
     assert sorted(train.episodes + val.episodes) == [0, 1, 2]
     capped = PointCloudDataset(store_path, max_episodes=1)
     assert capped.episodes == [0] and len(capped) == LENGTHS[0]
     assert PointCloudDataset(store_path, max_episodes=2).episodes[:1] == capped.episodes  # nested few-shot sets
+    with pytest.raises(ValueError, match="val_episodes=3 must be at least 0 and leave a training episode: the store holds 3"):
+        PointCloudDataset(store_path, val_episodes=3)
 
 
 def test_normalizer_maps_training_data_to_unit_range(store_path):

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from mp1.objectives import ConsistencyFlow, Diffusion, DispersiveLoss, FlowMatching, MeanFlow
+from mp1.objectives import ConsistencyFlow, Diffusion, DispersiveLoss, FlowMatching, MeanFlow, Regression
 from mp1.objectives.meanflow import MEANFLOW_PRESETS
 
 
@@ -24,7 +24,8 @@ class SmoothNet(torch.nn.Module):
 
 OBJECTIVES = [
     MeanFlow(), MeanFlow.from_preset("meanflow"), MeanFlow(loss_space="v", guidance="none"), MeanFlow(prediction="x"),
-    MeanFlow(warm_start_steps=10, direction_weight=0.5), FlowMatching(), ConsistencyFlow(), Diffusion(),
+    MeanFlow(warm_start_steps=10, direction_weight=0.5), MeanFlow(boundary_fraction=0.25, time_distribution="uniform"),
+    FlowMatching(), ConsistencyFlow(), Diffusion(), Regression(),
 ]
 
 
@@ -68,6 +69,37 @@ def test_meanflow_time_sampling():
     r, t = MeanFlow().sample_times(20_000, torch.device("cpu"))
     assert (r <= t).all() and ((0 < r) & (t < 1)).all()
     assert abs((r == t).float().mean().item() - 0.5) < 0.02
+
+
+def test_meanflow_boundary_share_and_uniform_times():
+    torch.manual_seed(0)
+    r, t = MeanFlow(boundary_fraction=0.3).sample_times(20_000, torch.device("cpu"))
+    boundary = (r == 0) & (t == 1)
+    assert abs(boundary.float().mean().item() - 0.3) < 0.02 and abs((r == t).float().mean().item() - 0.5) < 0.02
+    r, t = MeanFlow(time_distribution="uniform", equal_times_fraction=0.0).sample_times(20_000, torch.device("cpu"))
+    # the larger of two uniform draws has mean 2/3, the smaller 1/3 (logit-normal(-0.4, 1) gives less)
+    assert t.mean().item() == pytest.approx(2 / 3, abs=0.01) and r.mean().item() == pytest.approx(1 / 3, abs=0.01)
+    with pytest.raises(ValueError, match="boundary_fraction"):
+        MeanFlow(equal_times_fraction=0.5, boundary_fraction=0.6)
+
+
+def test_regression_is_deterministic_and_learns_the_conditional_mean():
+    """Whatever the noise, the same chunk; trained on two targets per condition, their mean."""
+    torch.manual_seed(0)
+    net, objective = SmoothNet(), Regression()
+    cond = torch.randn(2, 2)
+    targets = torch.tensor([[1.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    optimiser = torch.optim.Adam(net.parameters(), lr=1e-2)
+    x = torch.cat([targets + 0.5, targets - 0.5])  # two modes, +-0.5 about each target
+    for _ in range(500):
+        loss, _ = objective.loss(net, x, cond.repeat(2, 1))
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        first, second = objective.sample(net, torch.randn(2, 3), cond), objective.sample(net, torch.randn(2, 3), cond)
+    assert torch.equal(first, second)
+    torch.testing.assert_close(first, targets, atol=0.05, rtol=0)
 
 
 def test_jvp_forms_agree():

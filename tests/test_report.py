@@ -5,12 +5,12 @@ import pytest
 from mp1.report import collect_runs, write_sweep_report
 
 
-def fake_run(root, task, policy, seed, strict, dp3, model=None, demos=10, folder=None, clock=False):
+def fake_run(root, task, policy, seed, strict, dp3, model=None, demos=10, folder=None, clock=False, recipe=None):
     run = root / task.replace("/", "_") / (folder or f"{policy}{'-custom' if model else ''}-seed{seed}")
     run.mkdir(parents=True)
     final = {
         "task": task, "policy": policy, "preset": "cpu", "seed": seed, "demos": demos, "epochs": 1, "steps": 8,
-        "model": model or {}, "dp3_protocol_success": dp3,
+        "model": model or {}, "dp3_protocol_success": dp3, "train_seconds": 600.0 + 60 * seed,
         "periodic_evaluations": [{"step": 4, "success_rate": dp3 / 2}, {"step": 8, "success_rate": dp3}],
         "strict_protocol_success": strict,
         "strict_protocol": {"episodes": 50, "latency_p50_ms": 7.0 if policy == "mp1" else 60.0, "device": "cpu"},
@@ -18,6 +18,8 @@ def fake_run(root, task, policy, seed, strict, dp3, model=None, demos=10, folder
     if clock:  # runs since the training wall-clock was recorded
         for evaluation in final["periodic_evaluations"]:
             evaluation["train_seconds"] = 30.0 * evaluation["step"]
+    if recipe:  # runs since the recipe was recorded
+        final["recipe"] = recipe
     (run / "final.json").write_text(json.dumps(final))
 
 
@@ -73,6 +75,64 @@ def test_sweep_report_plots_success_against_training_time(tmp_path):
     text = write_sweep_report(tmp_path).read_text()
     assert "![success_vs_time](success_vs_time.png)" in text
     assert (tmp_path / "success_vs_time.png").stat().st_size > 5000
+
+
+def test_sweep_report_against_dp3_in_the_papers_group_order(tmp_path):
+    """Groups run Adroit, easy, medium, hard, very hard (not alphabetically). Against DP3 a task is
+    a tie when the 95% Wilson intervals overlap, even with the higher rate, and seeds are pooled."""
+    for task, mp1, dp3, seeds in [("metaworld/stick-pull", 0.5, None, 1), ("metaworld/assembly", 0.72, 0.48, 2),
+                                  ("metaworld/coffee-pull", 0.1, 0.8, 1), ("metaworld/button-press", 0.6, 0.5, 1),
+                                  ("adroit/pen", 0.9, 0.3, 1)]:
+        for seed in range(seeds):
+            fake_run(tmp_path, task, "mp1", seed, mp1, mp1)
+            if dp3 is not None:
+                fake_run(tmp_path, task, "dp3", seed, dp3, dp3)
+    text = write_sweep_report(tmp_path).read_text()
+    groups = ("adroit", "easy", "medium", "hard", "very hard", "all")
+    order = ["| adroit/pen |", "| metaworld/button-press |", "| metaworld/coffee-pull |", "| metaworld/assembly |",
+             "| metaworld/stick-pull |", *(f"| **{group}** (" for group in groups)]
+    assert [text.index(row) for row in order] == sorted(text.index(row) for row in order)
+    # assembly: 36 of 50 against 24 of 50 in each seed overlap, 72 of 100 against 48 of 100 do not.
+    assert "| method | adroit | easy | medium | hard | very hard | all |" in text
+    assert "| mp1 vs dp3 | 1 / 0 / 0 | 0 / 1 / 0 | 0 / 0 / 1 | 1 / 0 / 0 | 0 / 0 / 0 | 2 / 1 / 1 |" in text
+    assert "- mp1: wins adroit/pen, metaworld/assembly; losses metaworld/coffee-pull" in text
+    assert "| mp1 | 78.9% | 6.8 ms | 7.00 ms | cpu | 6 | 10.0 min (61.0 min) |" in text  # training time per run
+    assert (tmp_path / "versus_dp3.png").stat().st_size > 5000 and "![versus_dp3](versus_dp3.png)" in text
+    assert "Headline" not in text and "Runs that differ in recipe" not in text
+
+
+def test_sweep_report_headline_outside_the_development_set(tmp_path):
+    """Tasks used to choose settings are marked, and the headline means and the comparison with
+    DP3 leave them out."""
+    fake_run(tmp_path, "metaworld/button-press", "mp1", 0, 1.0, 1.0)
+    fake_run(tmp_path, "metaworld/button-press", "dp3", 0, 0.2, 0.2)
+    fake_run(tmp_path, "metaworld/push", "mp1", 0, 0.4, 0.4)
+    fake_run(tmp_path, "metaworld/push", "dp3", 0, 0.5, 0.5)
+    text = write_sweep_report(tmp_path, dev_set=["metaworld/button-press"]).read_text()
+    assert "| metaworld/button-press *dev* | easy | 100.0 (n=1) |" in text
+    assert "| **all** (mean over tasks) |  | 70.0 ± 30.0 (n=2) |" in text
+    assert "| mp1 vs dp3 | 1 / 0 / 0 | 0 / 1 / 0 | 1 / 1 / 0 |" in text  # all tasks: easy, hard, all
+    headline = text[text.index("## Headline outside the development set (1 of 2 tasks)"):]
+    assert "| **all** (mean over held-out tasks) |  | 40.0 (n=1) | 40.0 (n=1) | 50.0 (n=1) | 50.0 (n=1) |" in headline
+    assert "| mp1 vs dp3 | 0 / 1 / 0 | 0 / 1 / 0 |" in headline and "easy" not in headline.split("## Methods")[0]
+
+
+def test_sweep_report_names_runs_that_differ_in_recipe(tmp_path):
+    """Runs of one column with different recipes are listed, key by key; the task's data sizes
+    are no recipe, and runs that recorded none are not compared."""
+    recipe = {"policy": "mp1", "optimiser": {"lr": None, "betas": [0.95, 0.999]}, "model": {"action_dim": 4, "train_lr": 1e-4}}
+    fake_run(tmp_path, "metaworld/push", "mp1", 0, 0.5, 0.5, recipe=recipe)
+    fake_run(tmp_path, "adroit/pen", "mp1", 0, 0.5, 0.5, recipe={**recipe, "model": {"action_dim": 24, "train_lr": 1e-4}})
+    fake_run(tmp_path, "adroit/door", "mp1", 0, 0.5, 0.5)
+    assert "Runs that differ in recipe" not in write_sweep_report(tmp_path).read_text()
+    fake_run(tmp_path, "metaworld/push", "mp1", 1, 0.5, 0.5, recipe={**recipe, "model": {"action_dim": 4, "train_lr": 3e-4}})
+    text = write_sweep_report(tmp_path).read_text()
+    section = text[text.index("## Runs that differ in recipe"):]
+    assert "**mp1**: 2 recipes among 3 runs (1 more recorded none)" in section
+    assert "| model.train_lr | runs |" in section
+    assert "| 0.0001 | adroit/pen (seed 0); metaworld/push (seed 0) |" in section
+    assert "| 0.0003 | metaworld/push (seed 1) |" in section
+    assert "**Some columns mix runs of different recipes**" in text
 
 
 def test_published_numbers_come_from_one_documented_file():

@@ -175,9 +175,15 @@ def cmd_train(args: argparse.Namespace) -> None:
             f"[95% CI {100 * strict['ci95_low']:.1f}-{100 * strict['ci95_high']:.1f}]; "
             f"latency p50 {strict['latency_p50_ms']:.2f} ms, p99 {strict['latency_p99_ms']:.2f} ms on {strict['device']}"
         )
-    if summary["periodic_evaluations"]:
-        label = dp3_protocol_label(len(summary["periodic_evaluations"]))
-        print(f"DP3 protocol ({label}): {100 * summary['dp3_protocol_success']:.1f}%")
+    rollouts = [e for e in summary["periodic_evaluations"] if "success_rate" in e]
+    if rollouts:
+        print(f"DP3 protocol ({dp3_protocol_label(len(rollouts))}): {100 * summary['dp3_protocol_success']:.1f}%")
+    if "validation" in summary:
+        validation = summary["validation"]
+        print(f"validation (final EMA, {validation['val_episodes']} held-out episodes): "
+              f"normalised action MSE {validation['val_mse']:.4f}")
+    elif not config.task:
+        print("no simulator and no held-out episodes: nothing measured the policy (set val_episodes=N)")
     print(f"report: {config.run_path / 'report.md'}")
 
 
@@ -191,11 +197,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
     policy_path = target / "policy_latest.pt" if target.is_dir() else target
     extra = read_policy_file(policy_path)["extra"]
     task = args.task or extra.get("task")
-    if not task:
-        raise ValueError(f"{policy_path} does not record its task; pass --task")
     out_dir = Path(args.out or (target if target.is_dir() else target.parent) / "eval")
     sampling = {"noise_scale": args.noise_scale, "steps": args.steps}
     knobs = "".join(f"_{key}{value}" for key, value in sampling.items() if value is not None)
+    if not task:
+        return validate_run(target, policy_path, sampling, out_dir / f"validation{knobs}.json")
     video = str(out_dir / f"eval_seed{args.seed}{knobs}.mp4") if args.video else None
     result = evaluate(
         policy_path, task, args.episodes, args.seed, args.jobs, video, args.max_steps,
@@ -212,6 +218,33 @@ def cmd_eval(args: argparse.Namespace) -> None:
         f"predict_action p50 {result.latency_p50_ms:.2f} ms, p99 {result.latency_p99_ms:.2f} ms on {result.device}"
     )
     print(f"per-episode results: {path}")
+
+
+def validate_run(run: Path, policy_path: Path, sampling: dict, out: Path) -> None:
+    """`mp1 eval` of a run with no simulated task: the action error on its held-out episodes."""
+    from omegaconf import OmegaConf
+
+    from mp1 import jsonio
+    from mp1.data import PointCloudDataset
+    from mp1.policies import Policy
+    from mp1.validation import validation_error
+
+    config = OmegaConf.load(run / "config.yaml") if (run / "config.yaml").exists() else {}
+    if not config.get("val_episodes"):
+        raise ValueError(
+            f"{policy_path} has no simulated task and {run} held out no episodes: pass --task ENV to roll out in a "
+            "simulator, or evaluate the folder of a run trained with val_episodes=N"
+        )
+    policy = Policy.load(policy_path).set_sampling(**sampling)
+    c = policy.config
+    dataset = PointCloudDataset(config.data_path, c.horizon, c.n_obs_steps, c.n_action_steps, split="val",
+                                val_episodes=config.val_episodes, seed=config.demo_seed)
+    result = validation_error(policy, dataset, seed=config.seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(jsonio.dumps({**result, "policy_file": str(policy_path), "sampling": sampling}, indent=1))
+    print(f"validation on {result['val_episodes']} held-out episodes of {config.data_path}: normalised action MSE "
+          f"{result['val_mse']:.4f} (per dimension: {', '.join(f'{v:.4f}' for v in result['val_mse_per_dim'])})")
+    print(f"results: {out}")
 
 
 def cmd_adroit_import_experts(args: argparse.Namespace) -> None:
@@ -257,7 +290,7 @@ def cmd_sampling(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from mp1.report import write_sweep_report
 
-    print(f"wrote {write_sweep_report(args.root, args.out)}")
+    print(f"wrote {write_sweep_report(args.root, args.out, args.dev_set or ())}")
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -267,6 +300,30 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
     options = dict(OmegaConf.to_container(OmegaConf.from_dotlist(args.slurm)))
     print(f"wrote {sweep(args.overrides, args.dir, args.launcher, args.jobs, options)}")
+
+
+def cmd_import_bag(args: argparse.Namespace) -> None:
+    from mp1.data.importers import CloudSettings
+    from mp1.data.importers.bag import BagSettings, import_bags, load_camera_poses
+
+    settings = BagSettings(
+        tuple(args.depth_topic), args.state_topic, args.action_topic, args.rate, tuple(args.camera_info_topic),
+        args.base_frame, load_camera_poses(args.camera_pose, args.depth_topic) if args.camera_pose else {},
+        tuple(args.joint_names), args.depth_scale, args.max_gap, args.max_offset,
+    )
+    for result in import_bags(args.bags, args.out, settings, CloudSettings(args.crop_low, args.crop_high, args.num_points)):
+        print(result.summary(), flush=True)
+    print(f"store: {args.out}")
+
+
+def cmd_import_hdf5(args: argparse.Namespace) -> None:
+    from mp1.data.importers import CloudSettings
+    from mp1.data.importers.hdf5 import HDF5Settings, import_hdf5, load_cameras
+
+    settings = HDF5Settings(load_cameras(args.cameras), tuple(args.state_keys), args.depth_key_suffix)
+    for result in import_hdf5(args.file, args.out, settings, CloudSettings(args.crop_low, args.crop_high, args.num_points)):
+        print(result.summary(), flush=True)
+    print(f"store: {args.out}")
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
@@ -412,7 +469,64 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="tables (markdown, CSV) and plots over all finished runs in a folder")
     report.add_argument("root", help="a folder holding run folders (any depth)")
     report.add_argument("--out", help="output folder (default: ROOT)")
+    report.add_argument(
+        "--dev-set", type=lambda text: [task for task in text.split(",") if task], metavar="TASKS",
+        help="comma-separated tasks used to choose settings (e.g. metaworld/push,adroit/pen): marked in the tables, "
+        "and the headline means and wins against DP3 are also given without them",
+    )
     report.set_defaults(func=cmd_report)
+
+    importer = commands.add_parser(
+        "import", help="import what a robot recorded (ROS bags, robomimic/LIBERO HDF5) into a store",
+        description="One episode per bag or demo, each committed on its own through the recorder; sources the store "
+        "already holds are skipped, so an interrupted import resumes when run again. Needs pip install 'mp1[robot]'.",
+    ).add_subparsers(dest="source", required=True, metavar="FORMAT")
+    cloud_flags = argparse.ArgumentParser(add_help=False)
+    cloud_flags.add_argument("--out", required=True, help="the store to create or append to (.zarr)")
+    cloud_flags.add_argument("--crop-low", type=float, nargs=3, required=True, metavar=("X", "Y", "Z"),
+                             help="workspace box, base frame, metres")
+    cloud_flags.add_argument("--crop-high", type=float, nargs=3, required=True, metavar=("X", "Y", "Z"))
+    cloud_flags.add_argument("--num-points", type=int, default=1024, help="points per cloud (default 1024)")
+    bag = importer.add_parser(
+        "bag", parents=[cloud_flags],
+        help="ROS 2 bags (sqlite3, MCAP) and ROS 1 .bag files, without a ROS installation",
+        description="Streams are resampled to --rate: steps from the latest stream start to the earliest stream end, "
+        "each stream holding its latest message (header stamps; receive time for messages without a header). "
+        "Refused, in one line: a missing topic, streams whose clocks or time ranges do not line up, a stream "
+        "silent for more than --max-gap, depth frames with no valid pixel or in the wrong units, a damaged bag.",
+    )
+    bag.add_argument("bags", nargs="+", metavar="BAG", help="a ROS 2 bag folder or a ROS 1 .bag file; one episode each")
+    bag.add_argument("--depth-topic", action="append", required=True,
+                     help="sensor_msgs/Image, 16UC1 (mm) or 32FC1 (m); repeat for more cameras, fused into one cloud")
+    bag.add_argument("--camera-info-topic", action="append", default=[],
+                     help="one per --depth-topic, in order (default: camera_info beside each depth topic)")
+    bag.add_argument("--base-frame", help="TF frame of the robot base: cameras placed by /tf_static and /tf")
+    bag.add_argument("--camera-pose", metavar="FILE.yaml",
+                     help="camera-to-base poses per depth topic: extrinsics (4x4) or xyz + quaternion (x, y, z, w)")
+    bag.add_argument("--state-topic", required=True, help="sensor_msgs/JointState (position) or std_msgs/Float64MultiArray")
+    bag.add_argument("--action-topic", required=True, help="the commands: JointState (position) or Float64MultiArray")
+    bag.add_argument("--joint-names", type=lambda text: [name for name in text.split(",") if name], default=[],
+                     metavar="A,B,...",
+                     help="select and order the joints of JointState topics")
+    bag.add_argument("--rate", type=float, required=True, help="control rate of the episodes, Hz")
+    bag.add_argument("--max-gap", type=float, help="seconds a stream may go without a message (default: 2 / rate)")
+    bag.add_argument("--max-offset", type=float, default=1.0, help="seconds a stream's clock may differ from the others' (default 1)")
+    bag.add_argument("--depth-scale", type=float, help="metres per unit of 16UC1 images (default 0.001: millimetres)")
+    bag.set_defaults(func=cmd_import_bag)
+    hdf5 = importer.add_parser(
+        "hdf5", parents=[cloud_flags],
+        help="robomimic / LIBERO HDF5: data/demo_N/obs/<camera>_depth, obs/<state keys>, actions",
+        description="Demos in numeric order. The cameras file gives, per camera: width, height, intrinsics (3x3 or "
+        "fx, fy, cx, cy), extrinsics (4x4 camera-to-base, or xyz + quaternion), convention (opencv or opengl), "
+        "depth_scale or units (m, mm) or near + far for z-buffer depth, flip_vertical (see mp1.data.importers.hdf5).",
+    )
+    hdf5.add_argument("file", help="the HDF5 file")
+    hdf5.add_argument("--cameras", required=True, metavar="FILE.yaml", help="camera calibration, one entry per camera")
+    hdf5.add_argument("--state-keys", type=lambda text: [key for key in text.split(",") if key], required=True,
+                      metavar="A,B,...",
+                      help="obs keys concatenated into the state, e.g. robot0_joint_pos,robot0_gripper_qpos")
+    hdf5.add_argument("--depth-key-suffix", default="_depth", help="a camera's depth is obs/<camera><suffix> (default _depth)")
+    hdf5.set_defaults(func=cmd_import_hdf5)
 
     viz = commands.add_parser("viz", help="plot the point clouds of a demonstration episode")
     viz.add_argument("store", help="a demonstration store (.zarr)")

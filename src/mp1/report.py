@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Callable, Collection
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -20,9 +22,14 @@ def read_metrics(run: Path) -> tuple[list[dict], list[dict]]:
 
 
 def plot_learning_curve(run: Path, out: Path) -> Path:
-    """Training loss (raw error where the objective logs one) and periodic success rate."""
+    """Training loss (raw error where the objective logs one) and the periodic evaluations:
+    success rate in the simulator, and/or the action error on held-out episodes."""
     train, evals = read_metrics(run)
-    figure, (loss_ax, success_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
+    rollouts = [r for r in evals if "success_rate" in r]
+    validations = [r for r in evals if "val_mse" in r]
+    panels = 1 + bool(rollouts or not validations) + bool(validations)
+    figure, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6))
+    loss_ax, *eval_axes = axes
     if train:
         key = "mse" if "mse" in train[0] else "loss"
         steps = np.array([r["step"] for r in train])
@@ -32,9 +39,15 @@ def plot_learning_curve(run: Path, out: Path) -> Path:
         loss_ax.plot(steps, values, alpha=0.3, lw=0.8)
         loss_ax.plot(steps[window - 1 :], smooth, lw=1.5)
         loss_ax.set(xlabel="step", ylabel=key, yscale="log", title=f"training {key}")
-    if evals:
-        success_ax.plot([r["step"] for r in evals], [100 * r["success_rate"] for r in evals], marker="o")
-    success_ax.set(xlabel="step", ylabel="success %", ylim=(-5, 105), title="periodic evaluation (EMA)")
+    if rollouts or not validations:
+        success_ax = eval_axes.pop(0)
+        success_ax.plot([r["step"] for r in rollouts], [100 * r["success_rate"] for r in rollouts], marker="o")
+        success_ax.set(xlabel="step", ylabel="success %", ylim=(-5, 105), title="periodic evaluation (EMA)")
+    if validations:
+        validation_ax = eval_axes.pop(0)
+        validation_ax.plot([r["step"] for r in validations], [r["val_mse"] for r in validations], marker="o")
+        validation_ax.set(xlabel="step", ylabel="normalised action MSE", yscale="log",
+                          title=f"validation on {validations[0]['val_episodes']} held-out episodes (EMA)")
     figure.suptitle(run.name)
     return _save(figure, out)
 
@@ -46,25 +59,32 @@ def write_run_report(run: str | Path) -> Path:
     final = json.loads((run / "final.json").read_text())
     plot_learning_curve(run, run / "learning_curve.png")
     lines = [
-        f"# {final['policy']} on {final['task']} (preset {final['preset']}, seed {final['seed']}, {final['demos']} demos)",
+        f"# {final['policy']} on {final['task'] or 'a recording (no simulator)'} (preset {final['preset']}, "
+        f"seed {final['seed']}, {final['demos'] or 'all'} demos)",
         "",
         f"Trained {final['epochs']} epochs ({final['steps']} steps).",
-        "",
-        "| protocol | success | detail |",
-        "| --- | --- | --- |",
     ]
     strict = final.get("strict_protocol")
+    periodic = [e for e in final["periodic_evaluations"] if "success_rate" in e]
+    if strict or periodic:
+        lines += ["", "| protocol | success | detail |", "| --- | --- | --- |"]
     if strict:
         lines.append(
             f"| strict: final EMA checkpoint | {100 * strict['success_rate']:.1f}% | {strict['episodes']} episodes from "
             f"seed {strict['seed']}, 95% CI [{100 * strict['ci95_low']:.1f}, {100 * strict['ci95_high']:.1f}] |"
         )
-    periodic = final["periodic_evaluations"]
     if periodic:
         lines.append(
             f"| DP3: {dp3_protocol_label(len(periodic))} | {100 * final['dp3_protocol_success']:.1f}% | "
             f"{len(periodic)} evaluations of {periodic[0]['episodes']} episodes (optimistic: best checkpoints picked afterwards) |"
         )
+    validation = final.get("validation")
+    if validation:
+        per_dimension = ", ".join(f"{v:.4f}" for v in validation["val_mse_per_dim"])
+        lines += ["", f"Validation, final EMA weights on {validation['val_episodes']} held-out episodes "
+                  f"({validation['val_windows']} windows): normalised action MSE **{validation['val_mse']:.4f}** "
+                  f"(per action dimension: {per_dimension}); the chunk the policy samples against the demonstrated one, "
+                  "each dimension scaled to [-1, 1] as the policy sees it."]
     if strict:
         lines += ["", f"`predict_action` latency on {strict['device']}: median {strict['latency_p50_ms']:.2f} ms, "
                   f"p99 {strict['latency_p99_ms']:.2f} ms (batch 1, whole call)."]
@@ -107,7 +127,10 @@ def collect_runs(root: str | Path) -> list[dict]:
             "strict": number(final.get("strict_protocol_success")), "episodes": strict.get("episodes", 0),
             "dp3": number(final.get("dp3_protocol_success")) if final["periodic_evaluations"] else float("nan"),
             "latency_p50_ms": number(strict.get("latency_p50_ms")), "device": strict.get("device", ""),
-            "curve": [(e["step"], e["success_rate"], e.get("train_seconds")) for e in final["periodic_evaluations"]],
+            "train_seconds": number(final.get("train_seconds")), "recipe": final.get("recipe"),
+            "val_mse": number(final.get("validation", {}).get("val_mse")),
+            "curve": [(e["step"], e["success_rate"], e.get("train_seconds"))
+                      for e in final["periodic_evaluations"] if "success_rate" in e],
         })
     return rows
 
@@ -126,18 +149,23 @@ def run_overrides(final: dict, run: Path) -> dict:
 
 def variant_name(policy: str, overrides: dict, settings: list[str] = ()) -> str:
     """`mp1`, or `mp1[dispersive.weight=0.0,lr=0.0003]` for a run with overrides or swept settings."""
-    flat: list[str] = []
-
-    def walk(prefix: str, value) -> None:
-        if isinstance(value, dict):
-            for key, inner in value.items():
-                walk(f"{prefix}{key}.", inner)
-        else:
-            flat.append(f"{prefix[:-1]}={value}")
-
-    walk("", overrides)
-    flat += settings
+    flat = [f"{key}={value}" for key, value in flatten(overrides).items()] + list(settings)
     return f"{policy}[{','.join(flat)}]" if flat else policy
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested settings as `a.b.c: value` pairs (a list is one value), so that two can be compared key by key."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+# The paper's order of the difficulty groups: Adroit, then Meta-World from easy to very hard; others follow.
+GROUP_ORDER = ("adroit", "easy", "medium", "hard", "very hard")
 
 
 def task_group(task: str) -> str:
@@ -149,6 +177,17 @@ def task_group(task: str) -> str:
     return next((group.replace("_", " ") for group, tasks in BENCHMARK_TASKS.items() if name in tasks), "other")
 
 
+def paper_order(task: str) -> tuple[int, str, str]:
+    """Sort key: by group in the paper's order, then by name."""
+    group = task_group(task)
+    return (GROUP_ORDER.index(group) if group in GROUP_ORDER else len(GROUP_ORDER), group, task)
+
+
+def groups_of(tasks: list[str]) -> list[str]:
+    """The groups of tasks sorted by `paper_order`, each once, in that order."""
+    return list(dict.fromkeys(task_group(task) for task in tasks))
+
+
 def number(value: float | None) -> float:
     """A value from final.json, where a missing number is null (or, in older files, absent)."""
     return float("nan") if value is None else float(value)
@@ -158,9 +197,10 @@ def finite(values: list[float]) -> list[float]:
     return [v for v in values if not np.isnan(v)]
 
 
-def mean_or_nan(values: list[float]) -> float:
+def average_or_nan(values: list[float], average: Callable[[list[float]], Any] = np.mean) -> float:
+    """The mean (or another `average`) of the finite values; NaN, shown as –, when there are none."""
     values = finite(values)
-    return float(np.mean(values)) if values else float("nan")
+    return float(average(values)) if values else float("nan")
 
 
 def cell(values: list[float]) -> str:
@@ -172,10 +212,23 @@ def cell(values: list[float]) -> str:
     return f"{100 * np.mean(values):.1f}{spread} (n={len(values)})"
 
 
-def write_sweep_report(root: str | Path, out_dir: str | Path | None = None) -> Path:
-    """Markdown tables (per task: mean ± std over seeds; per difficulty group; overall; both
-    protocols, labelled; published numbers beside; a few-shot table when demo counts vary), a
-    CSV of all runs, and plots: per-task bars, success vs latency, learning curves, few-shot."""
+# A table entry: (row name, group, {method label: {kind of cell, e.g. "strict": text}}).
+Entry = tuple[str, str, dict[str, dict[str, str]]]
+# The kinds of success cell of a method, and the run field each reads.
+PROTOCOLS = {"strict": "strict", "DP3": "dp3"}
+OUTCOMES = ("win", "tie", "loss")
+# Recipe entries that follow from a task's data (sizes of its actions, states and points), so
+# they differ across the tasks of one column without being a different recipe.
+TASK_SHAPE_KEYS = ("model.action_dim", "model.state_dim", "model.point_dim")
+
+
+def write_sweep_report(root: str | Path, out_dir: str | Path | None = None, dev_set: Collection[str] = ()) -> Path:
+    """Markdown tables (per task: mean ± std over seeds; per difficulty group in the paper's order;
+    overall; both protocols, labelled; published numbers beside; wins, ties and losses against
+    DP3; training time and latency; a few-shot table when demo counts vary; the headline outside
+    `dev_set`, the tasks used to choose settings, when given; the columns that mix recipes), a
+    CSV of all runs, and plots: per-task bars, success vs latency, each method against DP3,
+    learning curves, few-shot."""
     import csv
 
     rows = collect_runs(root)
@@ -184,7 +237,7 @@ def write_sweep_report(root: str | Path, out_dir: str | Path | None = None) -> P
     out_dir = Path(out_dir or root)
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "runs.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k != "curve"], extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k not in ("curve", "recipe")], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 
@@ -198,57 +251,247 @@ def write_sweep_report(root: str | Path, out_dir: str | Path | None = None) -> P
 
     ordered = sorted(rows, key=method_order)
     labels = list(dict.fromkeys(r["label"] for r in ordered))
-    tasks = sorted({r["task"] for r in rows}, key=lambda t: (task_group(t), t))
-    pick = lambda key, **match: [r[key] for r in rows if all(r[k] == v for k, v in match.items())]
-    task_means = lambda key, label, members: [mean_or_nan(pick(key, task=t, label=label)) for t in members]
+    tasks = sorted({r["task"] for r in rows}, key=paper_order)
+    dev_set = set(dev_set)
+    held_out = [t for t in tasks if t not in dev_set]
+    recipes = recipe_differences(rows, labels)
 
     lines = [f"# Sweep report: {root}", "", "Success in %, mean ± std over seeds (n = runs; in group rows over tasks, "
              "n = tasks). **strict**: final EMA checkpoint on fixed-seed episodes. **DP3**: mean of the 5 best periodic "
              "evaluations, of all when a run made fewer (optimistic; – when a run made none). Strict episodes per run: "
-             f"{', '.join(str(e) for e in sorted({r['episodes'] for r in rows}))}.", ""]
-    # (row name, group, {label: "strict | DP3" cells}): the tasks, then the groups' means over tasks.
-    both = lambda strict, dp3: f"{cell(strict)} | {cell(dp3)}"
-    entries = [(task, task_group(task), {l: both(pick("strict", task=task, label=l), pick("dp3", task=task, label=l))
-                                         for l in labels}) for task in tasks]
-    for group in sorted({task_group(t) for t in tasks}) + ["all"]:
-        members = [t for t in tasks if group in ("all", task_group(t))]
-        entries.append((f"**{group}** (mean over tasks)", "",
-                        {l: both(task_means("strict", l, members), task_means("dp3", l, members)) for l in labels}))
-    if len(labels) <= WIDE_TABLE_METHODS:  # methods side by side, a row per task
-        lines += ["| task | group | " + " | ".join(f"{l} strict | {l} DP3" for l in labels) + " |",
-                  "|" + " --- |" * (2 + 2 * len(labels))]
-        lines += [f"| {name} | {group} | " + " | ".join(values[l] for l in labels) + " |" for name, group, values in entries]
-    else:  # too many methods to read across: a row per method, a column pair per task
-        lines += ["| method | " + " | ".join(f"{name} strict | {name} DP3" for name, _, _ in entries) + " |",
-                  "|" + " --- |" * (1 + 2 * len(entries))]
-        lines += [f"| {l} | " + " | ".join(values[l] for _, _, values in entries) + " |" for l in labels]
+             f"{', '.join(str(e) for e in sorted({r['episodes'] for r in rows}))}."]
+    published = [label for label in labels if label in PUBLISHED]
+    if published:
+        lines += ["", "**published**: the paper's number (arXiv 2507.10543), from another protocol: DP3's (mean of the "
+                  "5 best periodic evaluations, 3 seeds, GPU, paper scale), averaged over its 37 tasks; only that "
+                  "average is recorded (src/mp1/published.toml), so it stands in the **all** row alone."]
+    if dev_set:
+        missing = sorted(dev_set - set(tasks))
+        lines += ["", f"Development set (marked *dev*): {', '.join(sorted(dev_set))}"
+                  + (f"; no runs of {', '.join(missing)}" if missing else "") + ". Headline over the other tasks below."]
+    if recipes:
+        lines += ["", "**Some columns mix runs of different recipes**: see *Runs that differ in recipe* below."]
 
-    lines += ["", "| method | published success (37 tasks, DP3 protocol) | published latency (RTX 4090) | "
-              "measured `predict_action` p50 | device |", "| --- | --- | --- | --- | --- |"]
+    entries = [(f"{task} *dev*" if task in dev_set else task, task_group(task),
+                {l: {kind: cell(pick(rows, key, task=task, label=l)) for kind, key in PROTOCOLS.items()} for l in labels})
+               for task in tasks] + group_entries(rows, labels, tasks)
+    for label in published:
+        entries[-1][2][label]["published"] = f"{100 * PUBLISHED[label]['success']:.1f}"
+    lines += ["", "## Success per task", "", *table(entries, labels, list(PROTOCOLS), ("published",))]
+    compared = dp3_baselines(rows, labels)
+    if compared:
+        lines += ["", "## Against DP3", "", "Tasks won / tied / lost in strict success, pooled over seeds (successes and "
+                  "episodes summed); a tie when the 95% Wilson intervals overlap. Tasks where either has no strict "
+                  "evaluation are not counted.", "", *versus_dp3(rows, labels, tasks)]
+    if dev_set:
+        lines += ["", f"## Headline outside the development set ({len(held_out)} of {len(tasks)} tasks)", "",
+                  *table(group_entries(rows, labels, held_out, "held-out "), labels, list(PROTOCOLS))]
+        if compared:
+            lines += ["", "Against DP3 on these tasks (as above):", "", *versus_dp3(rows, labels, held_out)]
+
+    lines += ["", "## Methods", "", "| method | published success (37 tasks, DP3 protocol) | published latency (RTX 4090) | "
+              "measured `predict_action` p50 | device | runs | training per run: median (total) |", "|" + " --- |" * 7]
     for label in labels:
-        published = PUBLISHED.get(label)
-        success = f"{100 * published['success']:.1f}%" if published else "–"
-        latency = f"{published['latency_ms']} ms" if published else "–"
-        devices = ", ".join(sorted(set(pick("device", label=label))))
-        measured = finite(pick("latency_p50_ms", label=label))
-        lines.append(f"| {label} | {success} | {latency} | {f'{np.median(measured):.2f} ms' if measured else '–'} | {devices} |")
+        paper = PUBLISHED.get(label)
+        success = f"{100 * paper['success']:.1f}%" if paper else "–"
+        latency = f"{paper['latency_ms']} ms" if paper else "–"
+        devices = ", ".join(sorted(set(pick(rows, "device", label=label))))
+        measured = finite(pick(rows, "latency_p50_ms", label=label))
+        seconds = finite(pick(rows, "train_seconds", label=label))
+        training = f"{duration(float(np.median(seconds)))} ({duration(sum(seconds))})" if seconds else "–"
+        lines.append(f"| {label} | {success} | {latency} | {f'{np.median(measured):.2f} ms' if measured else '–'} | "
+                     f"{devices} | {len(pick(rows, 'run', label=label))} | {training} |")
+    lines += ["", "## Cost per task", "", "Median training wall-clock per run (training steps only) · median `predict_action` "
+              "p50.", "", *table([(t, task_group(t), {l: {"training · p50": cost_cell(rows, t, l)} for l in labels})
+                                         for t in tasks], labels, ["training · p50"])]
 
-    plots = [plot_summary(rows, labels, tasks, out_dir / "summary.png"), plot_curves(rows, labels, tasks, out_dir / "learning_curves.png")]
+    plots = [plot_summary(rows, labels, tasks, out_dir / "summary.png")]
+    if compared:
+        plots.append(plot_versus_dp3(rows, labels, tasks, out_dir / "versus_dp3.png"))
+    plots.append(plot_curves(rows, labels, tasks, out_dir / "learning_curves.png"))
     if any(point[2] is not None for r in rows for point in r["curve"]):
         plots.append(plot_curves(rows, labels, tasks, out_dir / "success_vs_time.png", clock=True))
     if few_shot:
         variants = list(dict.fromkeys(r["policy"] for r in ordered))
         counts = sorted({r["demos"] for r in rows})
-        lines += ["", "Few-shot: strict success in %, mean over tasks ± std over tasks.", "",
+        lines += ["", "## Few-shot", "", "Strict success in %, mean over tasks ± std over tasks.", "",
                   "| method | " + " | ".join(f"{d} demos" for d in counts) + " |", "|" + " --- |" * (1 + len(counts))]
         for variant in variants:
-            per_count = [cell(task_means("strict", f"{variant} ({d} demos)", tasks)) for d in counts]
+            per_count = [cell(task_means(rows, "strict", f"{variant} ({d} demos)", tasks)) for d in counts]
             lines.append(f"| {variant} | " + " | ".join(per_count) + " |")
         plots.append(plot_few_shot(rows, variants, counts, tasks, out_dir / "few_shot.png"))
+    lines += recipes
     lines += [""] + [f"![{plot.stem}]({plot.name})" for plot in plots] + ["", "All runs: [runs.csv](runs.csv)"]
     out = out_dir / "report.md"
     out.write_text("\n".join(lines) + "\n")
     return out
+
+
+def pick(rows: list[dict], key: str, **match) -> list:
+    """Field `key` of the runs whose fields equal `match`."""
+    return [r[key] for r in rows if all(r[k] == v for k, v in match.items())]
+
+
+def task_means(rows: list[dict], key: str, label: str, tasks: list[str]) -> list[float]:
+    """Per task, the mean over a method's seeds: group rows weigh every task alike, whatever its runs."""
+    return [average_or_nan(pick(rows, key, task=t, label=label)) for t in tasks]
+
+
+def group_entries(rows: list[dict], labels: list[str], tasks: list[str], scope: str = "") -> list[Entry]:
+    """The mean over the tasks of each group, in the paper's order, then over all `tasks`."""
+    entries = []
+    for group in [*groups_of(tasks), "all"]:
+        members = [t for t in tasks if group in ("all", task_group(t))]
+        cells = {l: {kind: cell(task_means(rows, key, l, members)) for kind, key in PROTOCOLS.items()} for l in labels}
+        entries.append((f"**{group}** (mean over {scope}tasks)", "", cells))
+    return entries
+
+
+def table(entries: list[Entry], labels: list[str], kinds: list[str], trailing: tuple[str, ...] = ()) -> list[str]:
+    """A markdown table: methods side by side, a row per entry, or beyond WIDE_TABLE_METHODS
+    methods (too many to read across) a row per method. `kinds` are each method's cells in a row,
+    `trailing` kinds come after all methods' (so that another protocol's numbers stand apart);
+    a column that no entry has a cell for is left out."""
+    if len(labels) <= WIDE_TABLE_METHODS:
+        columns = [(l, k) for l in labels for k in kinds] + [(l, k) for k in trailing for l in labels]
+        columns = [(l, k) for l, k in columns if any(k in cells[l] for _, _, cells in entries)]
+        header = ["task", "group", *(f"{l} {k}" for l, k in columns)]
+        body = [[name, group, *(cells[l].get(k, "–") for l, k in columns)] for name, group, cells in entries]
+    else:
+        columns = [(i, k) for i, (_, _, cells) in enumerate(entries) for k in [*kinds, *trailing]
+                   if any(k in cells[l] for l in labels)]
+        header = ["method", *(f"{entries[i][0]} {k}" for i, k in columns)]
+        body = [[l, *(entries[i][2][l].get(k, "–") for i, k in columns)] for l in labels]
+    return [f"| {' | '.join(header)} |", "|" + " --- |" * len(header), *(f"| {' | '.join(row)} |" for row in body)]
+
+
+def dp3_baselines(rows: list[dict], labels: list[str]) -> dict[str, str]:
+    """The columns of `labels` that have DP3's to be compared with (the plain `dp3` runs at the
+    same demo count), in the order of `labels`, each with that DP3 column."""
+    dp3 = {r["demos"]: r["label"] for r in rows if r["policy"] == "dp3"}
+    demos = {r["label"]: r["demos"] for r in rows}
+    return {label: dp3[demos[label]] for label in labels if demos[label] in dp3 and label != dp3[demos[label]]}
+
+
+def pooled_strict(rows: list[dict], task: str, label: str) -> tuple[int, int]:
+    """Strict successes and episodes of a method on a task, summed over its seeds: one interval
+    from all its episodes is narrower than any seed's."""
+    runs = [r for r in rows if r["task"] == task and r["label"] == label and r["episodes"] and not np.isnan(r["strict"])]
+    return sum(round(r["strict"] * r["episodes"]) for r in runs), sum(r["episodes"] for r in runs)
+
+
+def versus(rows: list[dict], task: str, label: str, baseline: str) -> str | None:
+    """The outcome ("win", "tie" or "loss") of `label` against `baseline` on `task` in strict
+    success: a tie when their 95% Wilson intervals overlap, so a gap within the episodes' noise is
+    no win; None when either has no strict evaluation there."""
+    from mp1.evaluate import wilson_interval
+
+    mine, theirs = pooled_strict(rows, task, label), pooled_strict(rows, task, baseline)
+    if not (mine[1] and theirs[1]):
+        return None
+    (low, high), (base_low, base_high) = wilson_interval(*mine), wilson_interval(*theirs)
+    return "win" if low > base_high else "loss" if high < base_low else "tie"
+
+
+def versus_dp3(rows: list[dict], labels: list[str], tasks: list[str]) -> list[str]:
+    """A table of each method's wins / ties / losses against DP3 per group and over `tasks`, and
+    which tasks it won and lost."""
+    groups = [*groups_of(tasks), "all"]
+    lines = [f"| method | {' | '.join(groups)} |", "|" + " --- |" * (1 + len(groups))]
+    named = []
+    for label, baseline in dp3_baselines(rows, labels).items():
+        outcomes = {task: versus(rows, task, label, baseline) for task in tasks}
+        counts = [" / ".join(str(sum(outcomes[t] == outcome for t in tasks if group in ("all", task_group(t))))
+                             for outcome in OUTCOMES) for group in groups]
+        lines.append(f"| {label} vs {baseline} | {' | '.join(counts)} |")
+        won, lost = ([task for task in tasks if outcomes[task] == outcome] for outcome in ("win", "loss"))
+        if won or lost:
+            named.append(f"- {label}: wins {', '.join(won) or 'none'}; losses {', '.join(lost) or 'none'}")
+    return lines + [""] + named
+
+
+def recipe_differences(rows: list[dict], labels: list[str]) -> list[str]:
+    """For each column whose runs recorded different recipes (e.g. runs of older code mixed with
+    newer): the recipe keys that differ and which runs hold which values. Runs that recorded no
+    recipe (older than the record) are not compared."""
+    lines = []
+    for label in labels:
+        runs = [r for r in rows if r["label"] == label and r["recipe"]]
+        settings = [{k: v for k, v in flatten(r["recipe"]).items() if k not in TASK_SHAPE_KEYS} for r in runs]
+        keys = sorted({k for s in settings for k in s if len({repr(other.get(k)) for other in settings}) > 1})
+        if not keys:
+            continue
+        holders: dict[tuple[str, ...], list[dict]] = {}
+        for run, setting in zip(runs, settings):
+            holders.setdefault(tuple(str(setting.get(k, "–")) for k in keys), []).append(run)
+        unrecorded = len(pick(rows, "run", label=label)) - len(runs)
+        lines += ["", f"**{label}**: {len(holders)} recipes among {len(runs)} runs"
+                  + (f" ({unrecorded} more recorded none)" if unrecorded else ""), "",
+                  f"| {' | '.join(keys)} | runs |", "|" + " --- |" * (1 + len(keys))]
+        lines += [f"| {' | '.join(values)} | {run_names(members)} |" for values, members in holders.items()]
+    return ["", "## Runs that differ in recipe", *lines] if lines else []
+
+
+def run_names(runs: list[dict]) -> str:
+    """Runs of one column named by task and seed: what tells them apart within a column."""
+    seeds: dict[str, list[str]] = {}
+    for run in runs:
+        seeds.setdefault(run["task"], []).append(str(run["seed"]))
+    return "; ".join(f"{task} (seed {', '.join(seeds[task])})" for task in sorted(seeds, key=paper_order))
+
+
+def cost_cell(rows: list[dict], task: str, label: str) -> str:
+    """Median training wall-clock of a method's runs on a task · their median `predict_action` p50."""
+    seconds = average_or_nan(pick(rows, "train_seconds", task=task, label=label), np.median)
+    latency = average_or_nan(pick(rows, "latency_p50_ms", task=task, label=label), np.median)
+    if np.isnan(seconds) and np.isnan(latency):
+        return "–"
+    return f"{duration(seconds)} · {'–' if np.isnan(latency) else f'{latency:.1f} ms'}"
+
+
+def duration(seconds: float) -> str:
+    """Minutes up to two hours, hours beyond."""
+    if np.isnan(seconds):
+        return "–"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def percent_with_errors(counts: tuple[tuple[int, int], ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Success % of (successes, episodes) pairs, and their 95% Wilson intervals as the error bars'
+    lengths below and above (the interval is not symmetric about the rate)."""
+    from mp1.evaluate import wilson_interval
+
+    rates = np.array([successes / episodes for successes, episodes in counts])
+    intervals = np.array([wilson_interval(successes, episodes) for successes, episodes in counts]).T
+    return 100 * rates, 100 * np.abs(intervals - rates)
+
+
+def plot_versus_dp3(rows: list[dict], labels: list[str], tasks: list[str], out: Path) -> Path:
+    """Per task, each method's strict success (a panel per method) against DP3's at the same demo
+    count, pooled over seeds with 95% Wilson intervals as bars: above the diagonal the method is
+    ahead."""
+    baselines = dp3_baselines(rows, labels)
+    groups = groups_of(tasks)
+    columns = min(3, len(baselines))
+    grid_rows = -(-len(baselines) // columns)
+    panel, legend_width = 4.0, 1.4  # inches; square panels, as both axes are success %
+    figure, axes = plt.subplots(grid_rows, columns, figsize=(panel * columns + legend_width, panel * grid_rows), squeeze=False)
+    for ax, (label, baseline) in zip(axes.flat, baselines.items()):
+        for colour, group in enumerate(groups):
+            pairs = [(pooled_strict(rows, t, baseline), pooled_strict(rows, t, label)) for t in tasks if task_group(t) == group]
+            pairs = [pair for pair in pairs if pair[0][1] and pair[1][1]]
+            if pairs:
+                (x, x_errors), (y, y_errors) = (percent_with_errors(counts) for counts in zip(*pairs))
+                ax.errorbar(x, y, xerr=x_errors, yerr=y_errors, fmt="o", color=f"C{colour}", ms=5, elinewidth=0.6)
+        ax.plot([0, 100], [0, 100], color="grey", lw=0.8, ls="--")
+        ax.set(xlabel=f"{baseline}: strict success %", ylabel=f"{label}: strict success %", xlim=(-3, 103),
+               ylim=(-3, 103), title=f"{label} vs {baseline}")
+    for ax in list(axes.flat)[len(baselines):]:
+        ax.axis("off")
+    handles = [plt.Line2D([], [], color=f"C{i}", marker="o", ls="", label=group) for i, group in enumerate(groups)]
+    panels = panel * columns / (panel * columns + legend_width)
+    figure.legend(handles=handles, title="group", fontsize=8, loc="center left", bbox_to_anchor=(panels, 0.5))
+    return _save(figure, out, rect=(0, 0, panels, 1))
 
 
 def plot_summary(rows: list[dict], labels: list[str], tasks: list[str], out: Path) -> Path:
@@ -258,11 +501,11 @@ def plot_summary(rows: list[dict], labels: list[str], tasks: list[str], out: Pat
     width = 0.8 / len(labels)
     for i, label in enumerate(labels):
         mine = [r for r in rows if r["label"] == label]
-        means = [100 * mean_or_nan([r["strict"] for r in mine if r["task"] == t]) for t in tasks]
+        means = [100 * average_or_nan([r["strict"] for r in mine if r["task"] == t]) for t in tasks]
         bars.bar(np.arange(len(tasks)) + i * width, means, width, label=label, color=colours(i))
         latencies = finite([r["latency_p50_ms"] for r in mine])
         if latencies:  # runs without a strict evaluation measured no latency
-            scatter.scatter(np.median(latencies), 100 * mean_or_nan([r["strict"] for r in mine]), s=60, color=colours(i))
+            scatter.scatter(np.median(latencies), 100 * average_or_nan([r["strict"] for r in mine]), s=60, color=colours(i))
     bars.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2, [t.split("/")[1] for t in tasks], rotation=30, ha="right")
     bars.set(ylabel="success % (strict)", ylim=(0, 105), title="per task")
     scatter.set(xlabel="predict_action p50 (ms)", ylabel="mean success % (strict)", ylim=(-5, 105), title="success vs latency")
@@ -307,7 +550,7 @@ def plot_curves(rows: list[dict], labels: list[str], tasks: list[str], out: Path
 def plot_few_shot(rows: list[dict], variants: list[str], counts: list[int], tasks: list[str], out: Path) -> Path:
     figure, ax = plt.subplots(figsize=(5, 3.6))
     for variant in variants:
-        means = [100 * mean_or_nan([r["strict"] for r in rows if r["policy"] == variant and r["demos"] == d]) for d in counts]
+        means = [100 * average_or_nan([r["strict"] for r in rows if r["policy"] == variant and r["demos"] == d]) for d in counts]
         ax.plot(counts, means, marker="o", label=variant)
     ax.set(xscale="log", xticks=counts, xticklabels=counts, xlabel="demonstrations", ylabel="mean success % (strict)",
            ylim=(-5, 105), title=f"few-shot ({len(tasks)} task{'s' if len(tasks) > 1 else ''})")

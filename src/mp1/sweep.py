@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mp1.lock import FolderLock
-from mp1.train import TrainConfig, parse_overrides
+from mp1.train import DEFAULT_TASK, TrainConfig, parse_overrides
 
 LAUNCHERS = ("local", "slurm", "submitit-local")
 
@@ -70,7 +70,7 @@ def plan(overrides: list[str], sweep_dir: str | Path) -> list[SweepRun]:
         if key in ("run_dir", "data_path"):
             raise ValueError(f"{key} is set per run by the sweep")
         axes[key] = resolve_env_names(split_values(value)) if key == "task" else split_values(value)
-    axes.setdefault("task", [TrainConfig.task])
+    axes.setdefault("task", [DEFAULT_TASK])
     swept = [key for key, values in axes.items() if len(values) > 1 and key != "task"]
     demo_pool = max(parse_overrides([f"demos={d}"]).demos for d in axes.get("demos", [TrainConfig.demos]))
 

@@ -39,14 +39,17 @@ from mp1.report import write_run_report
 @dataclass
 class TrainConfig:
     policy: str = "mp1"  # mp1, mp1-tuned, flowpolicy, dp3 or flowmatching
-    task: str = "metaworld/button-press"  # metaworld/<task> or adroit/<door|hammer|pen>
+    # metaworld/<task> or adroit/<door|hammer|pen>; empty: the data_path store's task (none for a
+    # robot's recording: no simulator, validation on held-out episodes), else metaworld/button-press
+    task: str = ""
     preset: str = "cpu"  # network scale: cpu (5.5 M parameters) or paper (255 M)
     seed: int = 0  # seeds weights, batches, noise and the periodic evaluations' policy noise
-    demos: int = 10  # expert episodes to train on (generated when missing)
+    demos: int = 10  # expert episodes to train on (generated when missing); 0: every training episode of the store
     demo_seed: int = 0  # seed of the demonstration episodes
     data_dir: str = "data/demos"  # where demonstration stores are kept
     data_path: str = ""  # an existing store to train on instead (e.g. made by DP3's scripts)
     allow_task_mismatch: bool = False  # train on a data_path store recorded for another task
+    val_episodes: int = 0  # episodes of the store held out (drawn with demo_seed); validated at every eval_every
     run_dir: str = ""  # default: runs/<task>/<policy>-<preset>-seed<seed>
     epochs: int = 100  # passes over the demonstration windows
     steps: int = 0  # a budget in optimiser steps instead: epochs becomes the fewest whole epochs reaching it; 0: epochs decides
@@ -79,9 +82,13 @@ class TrainConfig:
             raise ValueError(f"unknown policy {self.policy!r}; choose from {list(POLICY_NAMES)}")
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose from {sorted(PRESETS)}")
-        resolve_env_names([self.task])
-        at_least_zero = ("epochs", "steps", "final_eval_episodes", "eval_every", "warmup_steps", "eval_max_steps")
-        for name in (*at_least_zero, "demos", "batch_size", "eval_episodes", "eval_jobs", "checkpoint_every", "log_every"):
+        if self.task:
+            resolve_env_names([self.task])
+        elif not self.data_path and self.demos == 0:
+            raise ValueError("demos=0 (every episode of a store) needs data_path=STORE")
+        at_least_zero = ("epochs", "steps", "final_eval_episodes", "eval_every", "warmup_steps", "eval_max_steps",
+                         "demos", "val_episodes")
+        for name in (*at_least_zero, "batch_size", "eval_episodes", "eval_jobs", "checkpoint_every", "log_every"):
             minimum = 0 if name in at_least_zero else 1
             if getattr(self, name) < minimum:
                 raise ValueError(f"{name} must be at least {minimum}, got {getattr(self, name)}")
@@ -103,8 +110,9 @@ class TrainConfig:
     @property
     def run_path(self) -> Path:
         suffix = "-custom" if self.model else ""
-        name = f"{self.policy}{suffix}-{self.preset}-{self.demos}demos-seed{self.seed}"
-        return Path(self.run_dir or f"runs/{self.task.replace('/', '_')}/{name}")
+        name = f"{self.policy}{suffix}-{self.preset}-{self.demos or 'all'}demos-seed{self.seed}"
+        source = self.task.replace("/", "_") if self.task else Path(self.data_path).stem
+        return Path(self.run_dir or f"runs/{source}/{name}")
 
 
 def parse_overrides(args: list[str], base: TrainConfig | None = None) -> TrainConfig:
@@ -130,6 +138,9 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+DEFAULT_TASK = "metaworld/button-press"  # the task of a run given neither task nor data_path
 
 
 def ensure_demos(config: TrainConfig) -> Path:
@@ -158,7 +169,8 @@ class Trainer:
 
         config.validate()
         self.config = config
-        self.run = config.run_path
+        if not config.task and not config.data_path:
+            config.task = DEFAULT_TASK
         if config.threads:
             torch.set_num_threads(config.threads)
         auto = "cuda" if torch.cuda.is_available() else "cpu"
@@ -170,18 +182,28 @@ class Trainer:
         policy_config = make_config(config.policy, config.preset, config.model)
         if config.lr is None:
             config.lr = policy_config.train_lr
+        windows = (ensure_demos(config), policy_config.horizon, policy_config.n_obs_steps, policy_config.n_action_steps)
         self.dataset = PointCloudDataset(
-            ensure_demos(config), policy_config.horizon, policy_config.n_obs_steps, policy_config.n_action_steps,
-            max_episodes=config.demos,
+            *windows, val_episodes=config.val_episodes, max_episodes=config.demos or None, seed=config.demo_seed
+        )
+        self.val_dataset = (
+            PointCloudDataset(*windows, split="val", val_episodes=config.val_episodes, seed=config.demo_seed)
+            if config.val_episodes else None
         )
         recorded_task = self.dataset.attrs.get("env")
-        if recorded_task and recorded_task != config.task and not config.allow_task_mismatch:
+        if not config.task:  # a store's own task, or none: a recording with no simulator behind it
+            config.task = recorded_task or ""
+        elif recorded_task and recorded_task != config.task and not config.allow_task_mismatch:
             raise ValueError(
                 f"the demonstration store holds {recorded_task!r}, not task={config.task!r}; "
                 "set allow_task_mismatch=true to train on it anyway"
             )
         if len(self.dataset.episodes) < config.demos:
-            raise ValueError(f"the demonstration store holds {len(self.dataset.episodes)} episodes; demos={config.demos}")
+            raise ValueError(
+                f"the demonstration store holds {len(self.dataset.episodes)} training episodes "
+                f"({config.val_episodes} held out); demos={config.demos}"
+            )
+        self.run = config.run_path
         sample = self.dataset[0]
         self.observation = observation_settings(self.dataset.attrs, self.dataset.point_cloud.shape)
         policy_config.action_dim = sample["action"].shape[-1]
@@ -262,7 +284,7 @@ class Trainer:
         """What a policy file records about its origin (eval reads the task from it)."""
         return {
             "task": self.config.task, "observation": self.observation, "epoch": self.epoch, "step": self.step,
-            "seed": self.config.seed, **more,
+            "seed": self.config.seed, "pipeline": self.dataset.attrs.get("observation", {}).get("pipeline"), **more,
         }
 
     def recipe(self) -> dict[str, Any]:
@@ -371,30 +393,50 @@ class Trainer:
         record = {"epoch": self.epoch, "step": self.step, "train_seconds": self.train_seconds, **result.summary()}
         return record, result
 
+    def validate_ema(self) -> dict[str, Any]:
+        """The EMA weights' action error on the held-out episodes (mp1.validation)."""
+        from mp1.validation import validation_error
+
+        self.ema.copy_to(self.ema_policy.parameters())
+        return validation_error(self.ema_policy, self.val_dataset, seed=self.config.seed)
+
     def periodic_eval(self) -> None:
-        record, result = self.evaluate_ema(self.config.eval_episodes, f"epoch{self.epoch:04d}.mp4")
-        best = max((e["success_rate"] for e in self.evaluations), default=-1.0)
+        """Rollouts in the simulator when the run has a task, validation on held-out episodes when
+        it has some; the best policy file is chosen by success, or without a simulator by error."""
+        record: dict[str, Any] = {"epoch": self.epoch, "step": self.step, "train_seconds": self.train_seconds}
+        if self.val_dataset is not None:
+            record.update(self.validate_ema())
+        if self.config.task:
+            record.update(self.evaluate_ema(self.config.eval_episodes, f"epoch{self.epoch:04d}.mp4")[0])
+        score = (lambda r: r["success_rate"]) if self.config.task else (lambda r: -r["val_mse"])
+        best = max(map(score, self.evaluations), default=-float("inf"))
         self.evaluations.append(record)
-        if record["success_rate"] > best:
-            self.ema_policy.save(self.run / "policy_best.pt", extra=self.policy_extra(success_rate=record["success_rate"]))
-        self.log({"kind": "eval", **{k: v for k, v in record.items() if k not in ("env", "device")}})
-        tqdm.write(
-            f"epoch {self.epoch}: success {100 * record['success_rate']:.0f}% over {record['episodes']} episodes, "
-            f"latency p50 {record['latency_p50_ms']:.1f} ms"
-        )
+        if score(record) > best:
+            self.ema_policy.save(self.run / "policy_best.pt", extra=self.policy_extra(**{
+                key: record[key] for key in ("success_rate", "val_mse") if key in record}))
+        self.log({"kind": "eval", **{k: v for k, v in record.items() if k not in ("env", "device", "val_mse_per_dim")}})
+        measured = [f"success {100 * record['success_rate']:.0f}% over {record['episodes']} episodes, "
+                    f"latency p50 {record['latency_p50_ms']:.1f} ms"] if "success_rate" in record else []
+        if "val_mse" in record:
+            measured.append(f"validation MSE {record['val_mse']:.4f} over {record['val_episodes']} held-out episodes")
+        tqdm.write(f"epoch {self.epoch}: " + "; ".join(measured))
 
     def final_eval(self) -> dict[str, Any]:
         """Both protocols, labelled: DP3's (mean of the best periodic evaluations) and the
-        strict one (the final EMA weights over many fixed-seed episodes)."""
+        strict one (the final EMA weights over many fixed-seed episodes); and the final EMA
+        weights' validation error when episodes were held out."""
+        rollouts = [e["success_rate"] for e in self.evaluations if "success_rate" in e]
         summary: dict[str, Any] = {
             "task": self.config.task, "policy": self.config.policy, "preset": self.config.preset,
             "seed": self.config.seed, "demos": self.config.demos, "model": self.config.model, "recipe": self.recipe(),
             "epochs": self.epoch, "steps": self.step, "device": str(self.device), "precision": self.config.precision,
             "train_seconds": self.train_seconds, "steps_per_second": self.step / max(self.train_seconds, 1e-9),
-            "dp3_protocol_success": dp3_protocol([e["success_rate"] for e in self.evaluations]),
+            "dp3_protocol_success": dp3_protocol(rollouts),
             "periodic_evaluations": self.evaluations,
         }
-        if self.config.final_eval_episodes:
+        if self.val_dataset is not None:
+            summary["validation"] = self.validate_ema()
+        if self.config.task and self.config.final_eval_episodes:
             record, result = self.evaluate_ema(self.config.final_eval_episodes, "final.mp4")
             result.save(self.run / "eval" / "final_episodes.json")
             summary["strict_protocol"] = record

@@ -27,19 +27,19 @@ class PointCloudDataset(Dataset):
         n_obs_steps: int = 2,
         n_action_steps: int = 3,
         split: Literal["train", "val"] = "train",
-        val_ratio: float = 0.0,
+        val_episodes: int = 0,
         max_episodes: int | None = None,
         seed: int = 0,
     ):
-        """`val_ratio` of the episodes (drawn with `seed`) are held out for validation; the
+        """`val_episodes` episodes (drawn with `seed`) are held out for validation; the
         training split keeps at most `max_episodes` of the rest, in store order, so that
         smaller few-shot sets are subsets of larger ones."""
         store = load_store(path)
         self.horizon, self.n_obs_steps = horizon, n_obs_steps
         self.attrs = store.attrs
-        self.episodes = split_episodes(store.num_episodes, split, val_ratio, max_episodes, seed)
+        self.episodes = split_episodes(store.num_episodes, split, val_episodes, max_episodes, seed)
         if not self.episodes:
-            raise ValueError(f"{path}: the {split} split is empty ({store.num_episodes} episodes, val_ratio={val_ratio})")
+            raise ValueError(f"{path}: the {split} split is empty ({store.num_episodes} episodes, val_episodes={val_episodes})")
         self.point_cloud = store.arrays["point_cloud"].astype(np.float32, copy=False)
         self.state = store.arrays["state"].astype(np.float32, copy=False)
         self.action = store.arrays["action"].astype(np.float32, copy=False)
@@ -112,14 +112,15 @@ class DeviceBatches:
 
 
 def split_episodes(
-    num_episodes: int, split: str, val_ratio: float, max_episodes: int | None, seed: int
+    num_episodes: int, split: str, val_episodes: int, max_episodes: int | None, seed: int
 ) -> list[int]:
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-    if not 0 <= val_ratio < 1:
-        raise ValueError(f"val_ratio must be in [0, 1), got {val_ratio}")
-    num_val = min(round(num_episodes * val_ratio), num_episodes - 1)
-    val = set(np.random.default_rng(seed).choice(num_episodes, num_val, replace=False).tolist())
+    if not 0 <= val_episodes < num_episodes:
+        raise ValueError(
+            f"val_episodes={val_episodes} must be at least 0 and leave a training episode: the store holds {num_episodes}"
+        )
+    val = set(np.random.default_rng(seed).choice(num_episodes, val_episodes, replace=False).tolist())
     if split == "val":
         return sorted(val)
     train = [episode for episode in range(num_episodes) if episode not in val]

@@ -29,6 +29,9 @@ from mp1.integrity import content_digest
 
 REQUIRED_KEYS = ("point_cloud", "state", "action")
 CHECKSUM_ATTR = "content_sha256"  # {array name: content_digest}, written by write_store
+# Written by `EpisodeRecorder` at each commit: {"episode_ends": [...], "sha256": [one digest per episode]}.
+# It, not meta/episode_ends, says which steps are committed (steps after its last end are uncommitted).
+COMMITTED_ATTR = "committed_episodes"
 
 
 class StoreError(ValueError):
@@ -59,6 +62,10 @@ def load_store(path: str | os.PathLike, keys: Sequence[str] = REQUIRED_KEYS) -> 
         root = zarr.open_group(str(path), mode="r")
     except Exception as error:  # zarr raises several unrelated types for a non-store
         raise StoreError(f"{path} is not a zarr store: {error}") from error
+    attrs = dict(root.attrs)
+    committed = attrs.get(COMMITTED_ATTR)
+    if committed is not None and not committed["episode_ends"]:
+        raise StoreError(f"{path}: no episode committed yet (a recording with no finished episode)")
     for group in ("data", "meta"):
         if group not in root:
             raise StoreError(f"{path}: missing group '{group}/'")
@@ -69,19 +76,23 @@ def load_store(path: str | os.PathLike, keys: Sequence[str] = REQUIRED_KEYS) -> 
         for key in keys:
             if key not in root["data"]:
                 raise StoreError(f"{path}: missing key 'data/{key}'")
-            arrays[key] = np.asarray(root["data"][key][:])
-        episode_ends = np.asarray(root["meta"]["episode_ends"][:])
+            # A recording's committed steps only: a writer killed mid-episode leaves more.
+            arrays[key] = np.asarray(root["data"][key][: committed["episode_ends"][-1]] if committed else root["data"][key][:])
+        episode_ends = np.asarray(committed["episode_ends"] if committed else root["meta"]["episode_ends"][:])
     except StoreError:
         raise
     except Exception as error:  # a truncated or corrupt chunk: zarr's codecs raise many types
         raise StoreError(f"{path}: unreadable data ({type(error).__name__}: {error}); regenerate the store") from None
-    attrs = dict(root.attrs)
     recorded = attrs.get(CHECKSUM_ATTR, {})
     for key, value in {**arrays, "episode_ends": episode_ends}.items():
         if key in recorded and content_digest(value) != recorded[key]:
             raise StoreError(
                 f"{path}: '{key}' differs from what was written (a chunk missing or altered); regenerate the store"
             )
+    if committed and set(REQUIRED_KEYS) <= set(arrays):
+        for index, (start, end) in enumerate(zip([0, *episode_ends[:-1]], episode_ends)):
+            if content_digest({key: arrays[key][start:end] for key in REQUIRED_KEYS}) != committed["sha256"][index]:
+                raise StoreError(f"{path}: episode {index} differs from what was recorded (a chunk missing or altered)")
     store = EpisodeStore(arrays, episode_ends.astype(np.int64), attrs)
     validate_store(store, str(path))
     return store
@@ -145,6 +156,17 @@ def write_store(
         shutil.rmtree(previous, ignore_errors=True)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
+
+
+def trim_uncommitted(root: zarr.Group) -> None:
+    """Cuts a recording's arrays back to its committed steps (a writer killed mid-commit may have
+    appended some), so that appending resumes right after the last committed episode."""
+    ends = root.attrs[COMMITTED_ATTR]["episode_ends"]
+    if "data" not in root:
+        return
+    for _, array in root["data"].arrays():
+        if array.shape[0] != (ends[-1] if ends else 0):
+            array.resize(((ends[-1] if ends else 0), *array.shape[1:]))
 
 
 def remove_dead_writers_leftovers(path: Path) -> None:

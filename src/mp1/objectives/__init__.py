@@ -10,7 +10,8 @@ from mp1.objectives.diffusion import Diffusion
 from mp1.objectives.dispersive import DispersiveLoss
 from mp1.objectives.flow_matching import FlowMatching
 from mp1.objectives.meanflow import MeanFlow
+from mp1.objectives.regression import Regression
 
-Objective = MeanFlow | FlowMatching | ConsistencyFlow | Diffusion
+Objective = MeanFlow | FlowMatching | ConsistencyFlow | Diffusion | Regression
 
-__all__ = ["ConsistencyFlow", "Diffusion", "DispersiveLoss", "FlowMatching", "MeanFlow", "Objective"]
+__all__ = ["ConsistencyFlow", "Diffusion", "DispersiveLoss", "FlowMatching", "MeanFlow", "Objective", "Regression"]

@@ -41,10 +41,13 @@ from mp1.objectives.base import (
 
 @dataclass
 class MeanFlow:
-    # r and t: two logit-normal draws, t the larger; a fraction of the batch gets r = t.
+    # r and t: two draws (logit-normal, or uniform), t the larger; a fraction of the batch gets
+    # r = t, and another the one-step pair r = 0, t = 1 that one-step sampling uses.
+    time_distribution: Literal["logit_normal", "uniform"] = "logit_normal"
     time_mean: float = -0.4
     time_std: float = 1.0
     equal_times_fraction: float = 0.5
+    boundary_fraction: float = 0.0
     # Adaptive loss weight w = 1 / (err + eps)^power, err the per-sample squared error
     # reduced by `error_reduction` over the action dimensions.
     adaptive_weight_power: float = 0.5
@@ -75,6 +78,8 @@ class MeanFlow:
     def __post_init__(self) -> None:
         if not 0 <= self.equal_times_fraction <= 1:
             raise ValueError(f"equal_times_fraction must be in [0, 1], got {self.equal_times_fraction}")
+        if not 0 <= self.boundary_fraction <= 1 - self.equal_times_fraction:
+            raise ValueError(f"boundary_fraction must be in [0, 1 - equal_times_fraction], got {self.boundary_fraction}")
         if self.warm_start_steps < 0 or self.direction_weight < 0 or not 0 < self.x_prediction_min_t < 1:
             raise ValueError("warm_start_steps and direction_weight must be >= 0, x_prediction_min_t in (0, 1)")
 
@@ -88,12 +93,20 @@ class MeanFlow:
             return self.equal_times_fraction
         return 1 - (1 - self.equal_times_fraction) * step / self.warm_start_steps
 
+    def draw_time(self, batch: int, device: torch.device) -> torch.Tensor:
+        if self.time_distribution == "uniform":
+            return torch.rand(batch, device=device)
+        return logit_normal(batch, self.time_mean, self.time_std, device)
+
     def sample_times(self, batch: int, device: torch.device, step: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        a = logit_normal(batch, self.time_mean, self.time_std, device)
-        b = logit_normal(batch, self.time_mean, self.time_std, device)
+        a, b = self.draw_time(batch, device), self.draw_time(batch, device)
         t, r = torch.maximum(a, b), torch.minimum(a, b)
-        equal = torch.rand(batch, device=device) < self.equal_times_at(step)
-        return torch.where(equal, t, r), t
+        # One uniform draw per sample splits the batch: r = t, the one-step pair, or (r, t) as drawn.
+        share = torch.rand(batch, device=device)
+        equal = share < self.equal_times_at(step)
+        boundary = (share >= 1 - self.boundary_fraction) & ~equal
+        r = torch.where(equal, t, torch.where(boundary, torch.zeros_like(r), r))
+        return r, torch.where(boundary, torch.ones_like(t), t)
 
     def velocity_net(self, net: Net) -> Net:
         """The network as a mean-velocity predictor: itself, or u = (z - x) / t around an x-predictor."""

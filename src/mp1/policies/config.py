@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from mp1.nn import EncoderConfig, UnetConfig
-from mp1.objectives import ConsistencyFlow, Diffusion, DispersiveLoss, FlowMatching, MeanFlow
+from mp1.objectives import ConsistencyFlow, Diffusion, DispersiveLoss, FlowMatching, MeanFlow, Regression
 
 
 @dataclass
@@ -98,12 +98,21 @@ class FlowMatchingConfig(PolicyConfig):
     objective: FlowMatching = field(default_factory=FlowMatching)
 
 
+@dataclass
+class RegressionConfig(PolicyConfig):
+    """A deterministic head on the same encoder and UNet (mp1.objectives.regression): the
+    diagnostic of whether a generative objective is what limits a short training budget."""
+
+    objective: Regression = field(default_factory=Regression)
+
+
 POLICY_CONFIGS: dict[str, type[PolicyConfig]] = {
     "mp1": MP1Config,
     "mp1-tuned": MP1TunedConfig,
     "flowpolicy": FlowPolicyConfig,
     "dp3": DP3Config,
     "flowmatching": FlowMatchingConfig,
+    "regression": RegressionConfig,
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
