@@ -162,3 +162,17 @@ def test_report_of_runs_without_evaluations(tmp_path):
     text = write_sweep_report(tmp_path).read_text()
     assert "| metaworld/push | hard | – | – |" in text
     assert (tmp_path / "summary.png").exists()
+
+
+def test_committed_results_carry_no_absolute_paths():
+    """Run folders and reports in benchmarks/results must read the same on any machine."""
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+    offending = [
+        str(path.relative_to(results)) for path in results.rglob("*")
+        if path.suffix in (".yaml", ".md", ".csv", ".json") and path.is_file()
+        and any(line.lstrip().startswith(("run_dir: /", "data_path: /")) or "/work/" in line or "/home/" in line
+                for line in path.read_text(errors="replace").splitlines())
+    ]
+    assert not offending, offending
