@@ -27,6 +27,9 @@ def test_onnx_graph_matches_torch(tmp_path, name):
     session = onnx_session(export_onnx(policy, tmp_path / "policy.onnx", num_points=128))
     assert [i.name for i in session.get_inputs()] == ["point_cloud", "agent_pos", "noise"]
     assert max_difference(policy, session, num_points=128) <= 1e-4
+    metadata = session.get_modelmeta().custom_metadata_map  # everything a runner needs, in the file
+    assert metadata["policy"] == name and metadata["execute_steps"] == "1:4" and metadata["num_points"] == "128"
+    assert (metadata["state_dim"], metadata["action_dim"], metadata["noise_scale"]) == ("9", "4", "1.0")
 
 
 def test_dp3_stays_torch_only(tmp_path):

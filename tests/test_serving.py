@@ -75,6 +75,7 @@ def test_episode_through_the_server_equals_the_in_process_runner(policy_file, se
         assert client.metadata["policy"] == "mp1-tuned" and client.metadata["action_dim"] == 4
         assert client.metadata["observation"]["num_points"] == 512
         obs, _ = env.reset(seed=1000)
+        client.reset(seed=0)  # this connection's noise from the runner's seed
         for _ in range(9):  # three chunks of three actions
             remote, local = client.act(obs), runner.act(obs)
             np.testing.assert_allclose(remote, local, rtol=1e-5, atol=1e-6)
@@ -141,3 +142,54 @@ def test_client_reconnects_after_a_server_restart(policy_file):
         first.kill()
     with pytest.raises(PolicyServerError, match="no policy server"):
         PolicyClient(port=port, reconnect_s=0.5)
+
+
+def test_each_connection_has_its_own_noise_and_a_seeded_reset_replays_the_runner(policy_file, server):
+    obs = {"point_cloud": np.random.default_rng(3).random((512, 3)).astype(np.float32), "agent_pos": np.zeros(9, np.float32)}
+    with PolicyClient(port=server) as first, PolicyClient(port=server) as second:
+        assert not np.array_equal(first.act(obs), second.act(obs))  # connection seeds differ
+        first.reset(seed=1234)
+        runner = PolicyRunner(load_policy(policy_file), seed=1234)  # as mp1 eval runs the episode of env seed 1234
+        for _ in range(4):
+            np.testing.assert_allclose(first.act(obs), runner.act(obs), rtol=1e-5, atol=1e-6)
+        with pytest.raises(PolicyServerError, match="'seed' must be a non-negative integer"):
+            first._request({"type": "reset", "seed": -1})
+
+
+def test_health_token_and_sigterm(policy_file):
+    """/health answers over HTTP; a wrong or missing token is refused with a reason and nothing
+    reaches the policy; SIGTERM stops the server within 2 s."""
+    import os
+    import signal
+    import time
+    import urllib.request
+
+    port = free_port()
+    env = {**os.environ, "MP1_SERVE_TOKEN": "s3cret"}
+    process = subprocess.Popen([sys.executable, "-m", "mp1", "serve", str(policy_file), "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+                    assert response.status == 200 and response.read() == b"ok\n"
+                break
+            except OSError:
+                assert time.monotonic() < deadline and process.poll() is None, "the server did not come up"
+                time.sleep(0.2)
+        for token in (None, "wrong"):
+            with pytest.raises(PolicyServerError, match="refused the connection: missing or wrong token"):
+                PolicyClient(port=port, token=token or "", reconnect_s=0)
+        obs = {"point_cloud": np.random.rand(512, 3).astype(np.float32), "agent_pos": np.zeros(9, np.float32)}
+        with PolicyClient(port=port, token="s3cret") as client:
+            assert client.act(obs).shape == (4,)
+        process.send_signal(signal.SIGTERM)
+        start = time.monotonic()
+        process.wait(timeout=10)
+        assert time.monotonic() - start < 2.0 and "server stopped" in process.stdout.read()
+    finally:
+        process.kill()
+        process.wait()
+    log = process.stderr.read()
+    assert log.count("refused: missing or wrong token") == 2 and "Traceback" not in log

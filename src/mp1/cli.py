@@ -261,7 +261,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     payload = read_policy_file(args.policy)
     policy = Policy.from_payload(payload, source=args.policy)
     num_points = args.num_points or (payload["extra"].get("observation") or {}).get("num_points", 512)
-    path = export_onnx(policy, args.onnx, num_points)
+    path = export_onnx(policy, args.onnx, num_points, origin=payload["extra"])
     difference = max_difference(policy, onnx_session(path), num_points)
     print(f"wrote {path} (inputs point_cloud, agent_pos, noise; {num_points} points); "
           f"max |onnxruntime - torch| over 3 random inputs: {difference:.1e}")
@@ -273,7 +273,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from mp1.serving.server import run_server
 
     try:
-        run_server(args.policy, args.host, args.port, args.device, args.seed, args.noise_scale, args.steps)
+        run_server(args.policy, args.host, args.port, args.device, args.seed, args.noise_scale, args.steps, args.token)
     except KeyboardInterrupt:
         print("server stopped")
 
@@ -441,7 +441,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    serve.add_argument("--seed", type=int, default=0, help="seed of each connection's sampling noise")
+    serve.add_argument("--seed", type=int, default=0, help="connection i's sampling noise starts from SEED + i")
+    serve.add_argument(
+        "--token", help="a shared token every client must send (default: $MP1_SERVE_TOKEN; none: no check, keep to loopback)"
+    )
     add_sampling_arguments(serve)
     serve.set_defaults(func=cmd_serve)
 

@@ -90,8 +90,7 @@ def run_episodes(
     try:
         for index, env_seed in enumerate(env_seeds):
             obs, _ = env.reset(seed=env_seed)
-            runner.reset()
-            runner.generator.manual_seed(env_seed)
+            runner.reset(seed=env_seed)
             successful_steps, steps = 0, 0
             while successful_steps < env.success_min_steps:
                 if video_path and index == 0:

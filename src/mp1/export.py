@@ -7,18 +7,23 @@ randomness and the graph is deterministic). DP3's 10-step DDIM loop stays torch-
 The graph's inputs are `point_cloud` (1, n_obs_steps, N, C), `agent_pos` (1, n_obs_steps, Ds)
 and `noise` (1, horizon, Da), float32; its output `action_pred` (1, horizon, Da), of which a
 runner executes steps `n_obs_steps - 1` to `n_obs_steps - 1 + n_action_steps`. Running it needs
-onnxruntime and numpy only.
+onnxruntime and numpy only. The model's metadata (`custom_metadata_map` in onnxruntime) says all
+of that, as strings: the policy, its shapes, the steps to execute, the inference knobs baked in,
+and the observation the policy was trained on (JSON), so a robot needs nothing but the file.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+import mp1
 from mp1.objectives import Diffusion
 from mp1.policies import Policy
 
@@ -51,8 +56,26 @@ def example_inputs(policy: Policy, num_points: int, seed: int = 0) -> dict[str, 
     }
 
 
-def export_onnx(policy: Policy, out: str | Path, num_points: int = 512) -> Path:
-    """Writes the graph (fixed shapes: batch 1, `num_points` points) to `out`."""
+def onnx_metadata(policy: Policy, num_points: int, origin: dict[str, Any] | None = None) -> dict[str, str]:
+    """What a runner of the graph needs to know, as the string pairs ONNX metadata holds;
+    `origin` is the policy file's record of its training data (task, observation, pipeline)."""
+    c, origin = policy.config, origin or {}
+    start = c.n_obs_steps - 1
+    values = {
+        "mp1_version": mp1.__version__, "policy": policy.name, "inputs": ",".join(INPUTS), "output": "action_pred",
+        "n_obs_steps": c.n_obs_steps, "horizon": c.horizon, "n_action_steps": c.n_action_steps,
+        "execute_steps": f"{start}:{start + c.n_action_steps}", "num_points": num_points, "point_dim": c.point_dim,
+        "state_dim": c.state_dim, "action_dim": c.action_dim, "noise_scale": c.noise_scale,
+        "sample_steps": c.objective.sample_steps, "task": origin.get("task") or "",
+        "observation": json.dumps(origin.get("observation") or {}), "pipeline": json.dumps(origin.get("pipeline")),
+    }
+    return {key: str(value) for key, value in values.items()}
+
+
+def export_onnx(policy: Policy, out: str | Path, num_points: int = 512, origin: dict[str, Any] | None = None) -> Path:
+    """Writes the graph (fixed shapes: batch 1, `num_points` points) to `out`, with `onnx_metadata`."""
+    import onnx
+
     if isinstance(policy.objective, Diffusion):
         raise ValueError(f"{policy.name} samples with a {policy.objective.sample_steps}-step DDIM loop; "
                          "ONNX export is for the one-step policies (mp1, mp1-tuned, flowpolicy, flowmatching)")
@@ -64,6 +87,9 @@ def export_onnx(policy: Policy, out: str | Path, num_points: int = 512) -> Path:
         warnings.simplefilter("ignore")  # the exporter's notes on its own internals
         torch.onnx.export(SampleGraph(policy), inputs, str(out), input_names=list(INPUTS),
                           output_names=["action_pred"], dynamo=True, verbose=False)
+    model = onnx.load(str(out))
+    onnx.helper.set_model_props(model, onnx_metadata(policy, num_points, origin))
+    onnx.save(model, str(out))
     return out
 
 

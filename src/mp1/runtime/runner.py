@@ -18,17 +18,21 @@ class PolicyRunner:
     """Keeps the last `n_obs_steps` observations and hands out the next action of the current
     chunk (`act`), asking the policy for a new chunk when the last one is used up; or a whole
     new chunk at once (`plan`), for a robot that executes chunks itself. The noise comes from
-    a CPU generator seeded with `seed`, so a seed gives the same actions on any device."""
+    a CPU generator seeded with `seed`, so a seed gives the same actions on any device; `reset`
+    can reseed it, so that an episode's actions depend on its seed alone (served or evaluated)."""
 
     def __init__(self, policy: Policy, seed: int = 0):
         self.policy = policy
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator()
         self.latencies_ms: list[float] = []
-        self.reset()
+        self.reset(seed)
 
-    def reset(self) -> None:
+    def reset(self, seed: int | None = None) -> None:
+        """A new episode: no history, no pending actions, and the noise reseeded when `seed` is given."""
         self.history: deque[dict[str, np.ndarray]] = deque(maxlen=self.policy.config.n_obs_steps)
         self.pending: deque[np.ndarray] = deque()
+        if seed is not None:
+            self.generator.manual_seed(seed)
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         self.observe(obs)
@@ -43,7 +47,8 @@ class PolicyRunner:
         return self.predict_chunk()
 
     def observe(self, obs: dict[str, np.ndarray]) -> None:
-        self.history.append({"point_cloud": obs["point_cloud"], "agent_pos": obs["agent_pos"]})
+        # Copies: a driver that reuses its buffers must not rewrite the history kept here.
+        self.history.append({key: np.array(obs[key], dtype=np.float32) for key in ("point_cloud", "agent_pos")})
         while len(self.history) < self.history.maxlen:  # the first step is repeated, as in training
             self.history.appendleft(self.history[0])
 

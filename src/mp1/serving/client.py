@@ -4,11 +4,13 @@ and websockets only (no torch, no mp1 model code)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from typing import Any
 
 import numpy as np
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 from websockets.sync.client import ClientConnection, connect
 
 from mp1.serving.wire import pack, unpack
@@ -23,11 +25,17 @@ class PolicyClient:
     (observation shapes, action dimension, control settings); `last_timing` holds the
     server's timing of the last reply. If the connection drops (a server restart), the next
     request reconnects for up to `reconnect_s` seconds; the server then holds a fresh runner,
-    so the observation history restarts as after `reset()`."""
+    so the observation history restarts as after `reset()`. `token` (default: the
+    MP1_SERVE_TOKEN environment variable) is sent to a server that requires one."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8000, timeout_s: float = 30.0, reconnect_s: float = 10.0):
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 8000, timeout_s: float = 30.0, reconnect_s: float = 10.0,
+        token: str | None = None,
+    ):
         self.url = f"ws://{host}:{port}"
         self.timeout_s, self.reconnect_s = timeout_s, reconnect_s
+        token = token if token is not None else os.environ.get("MP1_SERVE_TOKEN") or None
+        self._headers = {"Authorization": f"Bearer {token}"} if token else None
         self.metadata: dict[str, Any] = {}
         self.last_timing: dict[str, float] = {}
         self.reconnects = 0
@@ -41,9 +49,10 @@ class PolicyClient:
         obs = {key: np.asarray(value, dtype=np.float32) for key, value in obs.items()}
         return self._request({"type": "act", "obs": obs, "chunk": chunk})["action"].copy()  # writable
 
-    def reset(self) -> None:
-        """Starts a new episode: the server forgets the observation history and pending actions."""
-        self._request({"type": "reset"})
+    def reset(self, seed: int | None = None) -> None:
+        """Starts a new episode: the server forgets the observation history and pending actions,
+        and with a `seed` restarts the sampling noise from it (as `mp1 eval` does per episode)."""
+        self._request({"type": "reset"} if seed is None else {"type": "reset", "seed": int(seed)})
 
     def close(self) -> None:
         self._open.close()
@@ -60,12 +69,16 @@ class PolicyClient:
         while True:
             try:
                 self._connection = self._open.enter_context(
-                    connect(self.url, open_timeout=self.timeout_s, max_size=None, compression=None)
+                    connect(self.url, open_timeout=self.timeout_s, max_size=None, compression=None,
+                            additional_headers=self._headers)
                 )
                 self.metadata = unpack(self._connection.recv(timeout=self.timeout_s))
                 return
             except (OSError, ConnectionClosed) as error:  # TimeoutError included
                 self.close()  # a half-opened connection is not kept
+                refused = isinstance(error, ConnectionClosed) and error.rcvd and error.rcvd.code == CloseCode.POLICY_VIOLATION
+                if refused:  # retrying cannot help
+                    raise PolicyServerError(f"{self.url} refused the connection: {error.rcvd.reason}") from None
                 if time.monotonic() > deadline:
                     raise PolicyServerError(f"no policy server at {self.url} ({error})") from None
                 time.sleep(0.2)
@@ -80,7 +93,11 @@ class PolicyClient:
             self.close()
             self._connect()
             self.reconnects += 1
-            reply = self._exchange(frame)
+            try:
+                reply = self._exchange(frame)
+            except (OSError, ConnectionClosed) as error:  # TimeoutError included: one retry, then a clear error
+                self.close()
+                raise PolicyServerError(f"{self.url} failed again after reconnecting ({type(error).__name__}: {error})") from None
         if reply.get("type") == "error":
             raise PolicyServerError(reply.get("error", "unknown error"))
         self.last_timing = reply.get("timing", {})

@@ -5,11 +5,17 @@ Protocol (binary msgpack frames, `mp1.serving.wire`): on connect the server send
 
     {"type": "act", "obs": {"point_cloud": (N, C), "agent_pos": (Ds,)}, "chunk": false}
         -> {"type": "action", "action": (Da,) or (n_action_steps, Da), "timing": {...}}
-    {"type": "reset"} -> {"type": "reset", "timing": {...}}
+    {"type": "reset", "seed": 7} -> {"type": "reset", "timing": {...}}   (seed optional)
     anything malformed -> {"type": "error", "error": "what is wrong"}   (the connection stays open)
 
 `timing` holds `server_ms` (frame in to reply out) and `infer_ms` (the policy call, 0 when the
-action came from the current chunk). A client that disappears costs its connection only.
+action came from the current chunk). A client that disappears costs its connection only. Each
+connection's noise starts from its own seed (`seed` + the connection's number); a reset with a
+seed makes an episode's actions those of `mp1 eval` for the same seed. `GET /health` answers
+200 with the policy's name. With a token (`--token` or `MP1_SERVE_TOKEN`), a connection must
+send it as `Authorization: Bearer <token>`, or it is closed with code 1008 and a reason before
+anything reaches the policy. Failures are logged; SIGINT and SIGTERM stop the server, answering
+every request still waiting.
 
 Connections are served by websockets' threads, but every runner call is handed to the main
 thread: torch's CPU kernels ran about 2x slower when called from other threads here (5.2 vs
@@ -19,7 +25,13 @@ calls share the same cores anyway.
 
 from __future__ import annotations
 
+import hmac
+import http
+import itertools
+import logging
+import os
 import queue
+import signal
 import threading
 import time
 from concurrent.futures import Future
@@ -28,6 +40,8 @@ from typing import Any, Callable
 
 import numpy as np
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
 from websockets.sync.server import ServerConnection, serve
 
 import mp1
@@ -39,12 +53,19 @@ from mp1.serving.wire import WireError, pack, unpack
 # The largest frame accepted: an observation of 512 XYZRGB points is 12 KB; a few MB leave
 # room for dense clouds while no client can make the server buffer gigabytes.
 MAX_FRAME_BYTES = 16 * 2**20
+TOKEN_ENV = "MP1_SERVE_TOKEN"
+
+log = logging.getLogger("mp1.serve")
+
+
+class ShuttingDown(RuntimeError):
+    """The server stopped while a request waited for the policy."""
 
 
 class PolicyServer:
     def __init__(
         self, policy_path: str | Path, device: str = "cpu", seed: int = 0, noise_scale: float | None = None,
-        steps: int | None = None,
+        steps: int | None = None, token: str | None = None,
     ):
         payload = read_policy_file(policy_path)
         self.policy = Policy.from_payload(payload, device=device, source=str(policy_path))
@@ -60,16 +81,26 @@ class PolicyServer:
             "device": str(self.policy.device), "noise_scale": c.noise_scale, "sample_steps": c.objective.sample_steps,
         }
         self.num_points = (extra.get("observation") or {}).get("num_points")
+        self.token = token
+        self._connections = itertools.count()
         self._jobs: queue.Queue[tuple[Callable[[], Any], Future]] = queue.Queue()
+        self._closing = threading.Lock()  # held while a job is queued or the queue is drained
+        self._closed = False
 
     def on_main_thread(self, job: Callable[[], Any]) -> Any:
         """Runs `job` on the thread in `run_jobs` and returns its result (or raises its error)."""
         future: Future = Future()
-        self._jobs.put((job, future))
+        with self._closing:
+            if self._closed:
+                raise ShuttingDown("the server is shutting down")
+            self._jobs.put((job, future))
         return future.result()
 
     def run_jobs(self) -> None:
-        """Serves `on_main_thread` until interrupted (Ctrl-C)."""
+        """Serves `on_main_thread` until interrupted (Ctrl-C or SIGTERM). The job running when the
+        interruption comes, and every job still queued, is answered with `ShuttingDown`, so no
+        connection thread is left waiting."""
+        future: Future | None = None
         try:
             while True:
                 job, future = self._jobs.get()
@@ -77,13 +108,29 @@ class PolicyServer:
                     future.set_result(job())
                 except Exception as error:  # noqa: BLE001 - handed back to the connection that asked
                     future.set_exception(error)
-        finally:  # shutting down: answer whoever still waits, so no connection thread hangs
+        finally:
+            with self._closing:
+                self._closed = True
+            if future is not None and not future.done():
+                future.set_exception(ShuttingDown("the server is shutting down"))
             while not self._jobs.empty():
-                self._jobs.get_nowait()[1].set_exception(RuntimeError("the server is shutting down"))
+                self._jobs.get_nowait()[1].set_exception(ShuttingDown("the server is shutting down"))
+
+    def authorised(self, connection: ServerConnection) -> bool:
+        """The shared token, when one is set, compared in constant time."""
+        if self.token is None:
+            return True
+        sent = connection.request.headers.get("Authorization", "") if connection.request else ""
+        return hmac.compare_digest(sent.encode(), f"Bearer {self.token}".encode())
 
     def handle(self, connection: ServerConnection) -> None:
-        """One connection: its own runner (observation history, chunk), for as long as it lasts."""
-        runner = PolicyRunner(self.policy, seed=self.seed)
+        """One connection: its own runner (observation history, chunk) and noise seed, for as long as it lasts."""
+        number = next(self._connections)
+        if not self.authorised(connection):
+            log.warning("connection %d from %s refused: missing or wrong token", number, connection.remote_address)
+            connection.close(CloseCode.POLICY_VIOLATION, "missing or wrong token")
+            return
+        runner = PolicyRunner(self.policy, seed=self.seed + number)
         try:
             connection.send(pack(self.metadata))
             for frame in connection:
@@ -99,7 +146,10 @@ class PolicyServer:
                 raise WireError("expected a message {'type': 'act' | 'reset', ...}")
             infer_ms = 0.0
             if request["type"] == "reset":
-                self.on_main_thread(runner.reset)
+                seed = request.get("seed")
+                if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+                    raise WireError(f"'seed' must be a non-negative integer, got {seed!r}")
+                self.on_main_thread(lambda: runner.reset(seed))
                 reply: dict[str, Any] = {"type": "reset"}
             else:
                 obs = self.check_obs(request.get("obs"))
@@ -109,7 +159,13 @@ class PolicyServer:
                     infer_ms = runner.latencies_ms[-1]
                 reply = {"type": "action", "action": np.asarray(action, dtype=np.float32)}
         except Exception as error:  # noqa: BLE001 - a bad request or a failed policy call: reply, keep serving
-            message = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
+            if isinstance(error, ValueError):  # the client's mistake (wire, contract): said to it, noted here
+                log.info("bad request: %s", error)
+                message = str(error)
+            else:
+                if not isinstance(error, ShuttingDown):
+                    log.error("request failed", exc_info=error)
+                message = f"{type(error).__name__}: {error}"
             return {"type": "error", "error": message}
         reply["timing"] = {"server_ms": (time.perf_counter() - received) * 1e3, "infer_ms": infer_ms}
         return reply
@@ -137,16 +193,29 @@ class PolicyServer:
         return checked
 
 
+def health(connection: ServerConnection, request: Request) -> Response | None:
+    """`GET /health` answers over plain HTTP (for probes and load balancers); other paths go on
+    to the websocket handshake."""
+    if request.path == "/health":
+        return connection.respond(http.HTTPStatus.OK, "ok\n")
+    return None
+
+
 def run_server(
     policy_path: str | Path, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu", seed: int = 0,
-    noise_scale: float | None = None, steps: int | None = None,
+    noise_scale: float | None = None, steps: int | None = None, token: str | None = None,
 ) -> None:
-    server = PolicyServer(policy_path, device=device, seed=seed, noise_scale=noise_scale, steps=steps)
-    with serve(server.handle, host, port, max_size=MAX_FRAME_BYTES, compression=None) as websocket_server:
+    """Serves until SIGINT or SIGTERM. `token` defaults to the MP1_SERVE_TOKEN environment variable."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+    server = PolicyServer(policy_path, device=device, seed=seed, noise_scale=noise_scale, steps=steps, token=token)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops the server as Ctrl-C does
+    with serve(server.handle, host, port, max_size=MAX_FRAME_BYTES, compression=None, process_request=health) as websocket_server:
         connections = threading.Thread(target=websocket_server.serve_forever, daemon=True)
         connections.start()
-        print(f"serving {server.metadata['policy']} ({policy_path}) on ws://{host}:{port}", flush=True)
+        print(f"serving {server.metadata['policy']} ({policy_path}) on ws://{host}:{port}"
+              f"{' (token required)' if token else ''}", flush=True)
         try:
             server.run_jobs()  # the policy runs here, on the main thread, until interrupted
         finally:
-            websocket_server.shutdown()
+            websocket_server.shutdown(reason="the server is shutting down")
