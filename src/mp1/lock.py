@@ -22,9 +22,14 @@ class FolderLockedError(RuntimeError):
 
 
 class FolderLock:
-    def __init__(self, folder: str | os.PathLike):
+    """`name` sets the lock file's name, for several locks in one folder (a store's lock sits
+    beside it, as writing a new zarr store clears the store's own folder); `holds` is what the
+    lock guards, named in the refusal (default: the folder)."""
+
+    def __init__(self, folder: str | os.PathLike, name: str = LOCK_NAME, holds: str | os.PathLike | None = None):
         self.folder = Path(folder)
-        self.path = self.folder / LOCK_NAME
+        self.path = self.folder / name
+        self.holds = Path(holds or folder)  # what the refusal names
         self._fd: int | None = None
 
     def acquire(self) -> "FolderLock":
@@ -36,7 +41,7 @@ class FolderLock:
             holder = self._holder(fd)
             os.close(fd)
             raise FolderLockedError(
-                f"{self.folder} is in use by PID {holder.get('pid', '?')} on host {holder.get('host', '?')} "
+                f"{self.holds} is in use by PID {holder.get('pid', '?')} on host {holder.get('host', '?')} "
                 f"(since {holder.get('since', '?')}); wait for it to finish or stop it, then run again"
             ) from None
         os.ftruncate(fd, 0)

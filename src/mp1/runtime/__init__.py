@@ -18,6 +18,7 @@ import os
 from typing import TYPE_CHECKING
 
 from mp1.runtime.normalizer import LinearNormalizer
+from mp1.runtime.perception import Camera, CloudMaker, CloudPipeline, make_cloud
 from mp1.runtime.pointcloud import crop, depth_to_points, farthest_point_sample, intrinsics_from_fovy
 from mp1.runtime.runner import PolicyRunner
 
@@ -36,6 +37,6 @@ def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu", use
 
 
 __all__ = [
-    "LinearNormalizer", "PolicyRunner", "crop", "depth_to_points", "farthest_point_sample", "intrinsics_from_fovy",
-    "load_policy",
+    "Camera", "CloudMaker", "CloudPipeline", "LinearNormalizer", "PolicyRunner", "crop", "depth_to_points",
+    "farthest_point_sample", "intrinsics_from_fovy", "load_policy", "make_cloud",
 ]
