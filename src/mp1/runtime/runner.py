@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from mp1.runtime.perception import CloudMaker, CloudPipeline
+
 if TYPE_CHECKING:  # imported by whoever loads the policy (mp1.runtime.load_policy)
     from mp1.policies import Policy
 
@@ -19,13 +21,29 @@ class PolicyRunner:
     chunk (`act`), asking the policy for a new chunk when the last one is used up; or a whole
     new chunk at once (`plan`), for a robot that executes chunks itself. The noise comes from
     a CPU generator seeded with `seed`, so a seed gives the same actions on any device; `reset`
-    can reseed it, so that an episode's actions depend on its seed alone (served or evaluated)."""
+    can reseed it, so that an episode's actions depend on its seed alone (served or evaluated).
 
-    def __init__(self, policy: Policy, seed: int = 0):
+    With a `cloud_maker` for the pipeline the policy was trained on (`PolicyRunner.from_file`
+    makes it from the policy file), an observation may carry the raw frames instead of a cloud:
+    `{"depth": one frame per camera, "colour": optional images, "camera_poses": optional per-call
+    4x4 poses, "agent_pos": ...}`; the cloud is made exactly as the training data's was."""
+
+    def __init__(self, policy: Policy, seed: int = 0, cloud_maker: CloudMaker | None = None):
         self.policy = policy
+        self.cloud_maker = cloud_maker
         self.generator = torch.Generator()
         self.latencies_ms: list[float] = []
         self.reset(seed)
+
+    @classmethod
+    def from_file(cls, path: str, device: str = "cpu", seed: int = 0) -> "PolicyRunner":
+        """A runner for a policy file, with the cloud pipeline it records (if its store had one)."""
+        from mp1.policies.policy import Policy, read_policy_file
+
+        payload = read_policy_file(path)
+        pipeline = payload["extra"].get("pipeline")
+        return cls(Policy.from_payload(payload, device=device, source=str(path)), seed,
+                   CloudMaker(CloudPipeline.from_dict(pipeline)) if pipeline else None)
 
     def reset(self, seed: int | None = None) -> None:
         """A new episode: no history, no pending actions, and the noise reseeded when `seed` is given."""
@@ -47,10 +65,18 @@ class PolicyRunner:
         return self.predict_chunk()
 
     def observe(self, obs: dict[str, np.ndarray]) -> None:
+        if "depth" in obs:
+            obs = {"point_cloud": self.cloud(obs), "agent_pos": obs["agent_pos"]}
         # Copies: a driver that reuses its buffers must not rewrite the history kept here.
         self.history.append({key: np.array(obs[key], dtype=np.float32) for key in ("point_cloud", "agent_pos")})
         while len(self.history) < self.history.maxlen:  # the first step is repeated, as in training
             self.history.appendleft(self.history[0])
+
+    def cloud(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """The point cloud of an observation's raw frames, through the policy's pipeline."""
+        if self.cloud_maker is None:
+            raise ValueError("this policy records no cloud pipeline (its store had none): send 'point_cloud', not 'depth'")
+        return self.cloud_maker(obs["depth"], obs.get("colour"), obs.get("camera_poses"))
 
     def predict_chunk(self) -> np.ndarray:
         batch = {key: np.stack([h[key] for h in self.history])[None] for key in ("point_cloud", "agent_pos")}

@@ -16,6 +16,14 @@ from websockets.sync.client import ClientConnection, connect
 from mp1.serving.wire import pack, unpack
 
 
+# Raw frames travel in their own dtype (a uint16 depth frame is half the bytes of a float32 one).
+FRAME_KEYS = ("depth", "colour", "camera_poses")
+
+
+def frames(value: Any) -> np.ndarray | list[np.ndarray]:
+    return [np.asarray(frame) for frame in value] if isinstance(value, (list, tuple)) else np.asarray(value)
+
+
 class PolicyServerError(RuntimeError):
     """The server refused a request (the message says why) or cannot be reached."""
 
@@ -45,8 +53,10 @@ class PolicyClient:
 
     def act(self, obs: dict[str, np.ndarray], chunk: bool = False) -> np.ndarray:
         """The next action (Da,) for this observation step `{"point_cloud": (N, C), "agent_pos":
-        (Ds,)}`; with `chunk=True` a whole new chunk (n_action_steps, Da)."""
-        obs = {key: np.asarray(value, dtype=np.float32) for key, value in obs.items()}
+        (Ds,)}`, or with raw frames `{"depth": (H, W) uint16 mm or float32 m, one per camera,
+        "colour": ..., "camera_poses": ..., "agent_pos": ...}` for a policy that records its cloud
+        pipeline (`metadata["pipeline"]`); with `chunk=True` a whole new chunk (n_action_steps, Da)."""
+        obs = {key: frames(value) if key in FRAME_KEYS else np.asarray(value, dtype=np.float32) for key, value in obs.items()}
         return self._request({"type": "act", "obs": obs, "chunk": chunk})["action"].copy()  # writable
 
     def reset(self, seed: int | None = None) -> None:

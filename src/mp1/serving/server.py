@@ -46,7 +46,7 @@ from websockets.sync.server import ServerConnection, serve
 
 import mp1
 from mp1.policies.policy import Policy, read_policy_file
-from mp1.runtime import PolicyRunner
+from mp1.runtime import CloudMaker, CloudPipeline, PolicyRunner
 from mp1.serving.wire import WireError, pack, unpack
 
 
@@ -79,7 +79,10 @@ class PolicyServer:
             "n_obs_steps": c.n_obs_steps, "n_action_steps": c.n_action_steps, "horizon": c.horizon,
             "action_dim": c.action_dim, "state_dim": c.state_dim, "point_dim": c.point_dim,
             "device": str(self.policy.device), "noise_scale": c.noise_scale, "sample_steps": c.objective.sample_steps,
+            "pipeline": extra.get("pipeline"),
         }
+        # One maker for every connection (it holds per-pixel tables); raw depth is accepted when the policy records its pipeline.
+        self.cloud_maker = CloudMaker(CloudPipeline.from_dict(extra["pipeline"])) if extra.get("pipeline") else None
         self.num_points = (extra.get("observation") or {}).get("num_points")
         self.token = token
         self._connections = itertools.count()
@@ -130,7 +133,7 @@ class PolicyServer:
             log.warning("connection %d from %s refused: missing or wrong token", number, connection.remote_address)
             connection.close(CloseCode.POLICY_VIOLATION, "missing or wrong token")
             return
-        runner = PolicyRunner(self.policy, seed=self.seed + number)
+        runner = PolicyRunner(self.policy, seed=self.seed + number, cloud_maker=self.cloud_maker)
         try:
             connection.send(pack(self.metadata))
             for frame in connection:
@@ -170,15 +173,24 @@ class PolicyServer:
         reply["timing"] = {"server_ms": (time.perf_counter() - received) * 1e3, "infer_ms": infer_ms}
         return reply
 
-    def check_obs(self, obs: Any) -> dict[str, np.ndarray]:
-        """One observation step, checked before it enters the runner's history: the point count
-        must be the one the policy was trained on (when its file records it), as every step of a
-        runner's history must have the same shape."""
+    def check_obs(self, obs: Any) -> dict[str, Any]:
+        """One observation step, checked before it enters the runner's history: a cloud with the
+        point count the policy was trained on (when its file records it), as every step of a
+        runner's history must have the same shape; or raw depth frames, which the runner's cloud
+        maker checks against the cameras."""
         c = self.policy.config
         if not isinstance(obs, dict):
-            raise WireError("'obs' must be a map with 'point_cloud' and 'agent_pos'")
-        expected = {"point_cloud": (self.num_points, c.point_dim), "agent_pos": (c.state_dim,)}
-        checked = {}
+            raise WireError("'obs' must be a map with 'point_cloud' (or 'depth') and 'agent_pos'")
+        expected: dict[str, tuple[int | None, ...]] = {"agent_pos": (c.state_dim,)}
+        checked: dict[str, Any] = {}
+        if "depth" in obs and "point_cloud" not in obs:
+            if self.cloud_maker is None:
+                raise WireError("this policy records no cloud pipeline: send 'point_cloud', not 'depth'")
+            for key in ("depth", "colour", "camera_poses"):
+                if key in obs:
+                    checked[key] = numeric_frames(key, obs[key])
+        else:
+            expected["point_cloud"] = (self.num_points, c.point_dim)
         for key, shape in expected.items():
             value = obs.get(key)
             described = "(" + ", ".join("N" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
@@ -191,6 +203,14 @@ class PolicyServer:
                 raise WireError(f"'obs.{key}' must be finite floats (dtype {value.dtype})")
             checked[key] = value.astype(np.float32)
         return checked
+
+
+def numeric_frames(key: str, value: Any) -> np.ndarray | list[np.ndarray]:
+    """An array, or a list of arrays (one per camera), as the wire delivered them."""
+    frames = value if isinstance(value, list) else [value]
+    if not frames or not all(isinstance(frame, np.ndarray) for frame in frames):
+        raise WireError(f"'obs.{key}' must be an array or a list of arrays, one per camera")
+    return value
 
 
 def health(connection: ServerConnection, request: Request) -> Response | None:
