@@ -45,3 +45,33 @@ def test_export_command(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "max |onnxruntime - torch|" in result.stdout and (tmp_path / "out.onnx").stat().st_size > 10_000
+
+
+def test_onnx_backend_gives_the_torch_policys_actions(tmp_path):
+    """OnnxPolicy behind a PolicyRunner and behind mp1 serve's request handler: the same actions
+    as torch for the same seed, and torch's errors for bad observations."""
+    from mp1.export import OnnxPolicy
+    from mp1.runtime import PolicyRunner
+    from mp1.serving.server import PolicyServer
+    from mp1.serving.wire import pack
+
+    policy = small_policy("mp1-tuned")
+    onnx_policy = OnnxPolicy(policy, num_points=64)
+    rng = np.random.default_rng(5)
+    steps = [{"point_cloud": rng.normal(size=(64, 3)).astype(np.float32) * 3, "agent_pos": rng.normal(size=9).astype(np.float32)}
+             for _ in range(6)]
+    torch_runner, onnx_runner = PolicyRunner(policy, seed=4), PolicyRunner(onnx_policy, seed=4)
+    for obs in steps:
+        np.testing.assert_allclose(onnx_runner.act(obs), torch_runner.act(obs), atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="contains NaN"):
+        onnx_runner.act({**steps[0], "agent_pos": np.full(9, np.nan, np.float32)})
+
+    policy.save(tmp_path / "policy.pt", extra={"observation": {"num_points": 64}})
+    server = PolicyServer(tmp_path / "policy.pt", backend="onnx")
+    assert server.metadata["backend"] == "onnx"
+    runner = PolicyRunner(server.policy, seed=4)
+    server.on_main_thread = lambda job: job()  # no serving thread here: run the policy call in place
+    reply = server.respond(runner, pack({"type": "act", "obs": steps[0]}))
+    np.testing.assert_allclose(reply["action"], PolicyRunner(policy, seed=4).act(steps[0]), atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="unknown backend"):
+        PolicyServer(tmp_path / "policy.pt", backend="tensorrt")

@@ -273,7 +273,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from mp1.serving.server import run_server
 
     try:
-        run_server(args.policy, args.host, args.port, args.device, args.seed, args.noise_scale, args.steps, args.token)
+        run_server(args.policy, args.host, args.port, args.device, args.seed, args.noise_scale, args.steps, args.token,
+                   args.backend)
     except KeyboardInterrupt:
         print("server stopped")
 
@@ -441,6 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    serve.add_argument(
+        "--backend", default="torch", choices=["torch", "onnx"],
+        help="onnx: export the one-step policy at start and run it with onnxruntime (CPU; needs mp1[onnx])",
+    )
     serve.add_argument("--seed", type=int, default=0, help="connection i's sampling noise starts from SEED + i")
     serve.add_argument(
         "--token", help="a shared token every client must send (default: $MP1_SERVE_TOKEN; none: no check, keep to loopback)"

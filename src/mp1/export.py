@@ -113,3 +113,34 @@ def max_difference(policy: Policy, session, num_points: int = 512, trials: int =
             expected = policy.sample_actions(*(torch.from_numpy(feed[k]) for k in INPUTS)).numpy()
         worst = max(worst, float(np.abs(session.run(None, feed)[0] - expected).max()))
     return worst
+
+
+class OnnxPolicy:
+    """A one-step policy's exported graph behind the `predict_action` of a `Policy` (batch 1, the
+    same noise drawn from the same generator), so that a `PolicyRunner` or `mp1 serve --backend
+    onnx` runs onnxruntime instead of torch: about 2-3x faster on a CPU for the cpu preset. The
+    observations are checked by the torch policy's validator, so the errors are the same."""
+
+    def __init__(self, policy: Policy, num_points: int, threads: int = 0):
+        import tempfile
+
+        self.policy = policy.cpu().eval()
+        self.config, self.name, self.device = policy.config, policy.name, torch.device("cpu")
+        with tempfile.TemporaryDirectory() as folder:  # onnxruntime holds the graph once loaded
+            self.session = onnx_session(export_onnx(self.policy, f"{folder}/policy.onnx", num_points), threads)
+        self.num_points = num_points
+
+    def predict_action(
+        self, obs: dict[str, Any], steps: int | None = None, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        if steps not in (None, self.config.objective.sample_steps):
+            raise ValueError(f"the exported graph samples with {self.config.objective.sample_steps} step(s), not {steps}")
+        checked = self.policy.validate_obs(obs)
+        if checked["point_cloud"].shape[:3] != (1, self.config.n_obs_steps, self.num_points):
+            raise ValueError(f"the exported graph takes one observation of {self.num_points} points, "
+                             f"got point_cloud of shape {tuple(checked['point_cloud'].shape)}")
+        noise = torch.randn((1, self.config.horizon, self.config.action_dim), generator=generator)
+        feed = {"point_cloud": checked["point_cloud"].numpy(), "agent_pos": checked["agent_pos"].numpy(), "noise": noise.numpy()}
+        action_pred = torch.from_numpy(self.session.run(None, feed)[0])
+        start = self.config.n_obs_steps - 1
+        return {"action": action_pred[:, start : start + self.config.n_action_steps], "action_pred": action_pred}

@@ -65,21 +65,29 @@ class ShuttingDown(RuntimeError):
 class PolicyServer:
     def __init__(
         self, policy_path: str | Path, device: str = "cpu", seed: int = 0, noise_scale: float | None = None,
-        steps: int | None = None, token: str | None = None,
+        steps: int | None = None, token: str | None = None, backend: str = "torch",
     ):
         payload = read_policy_file(policy_path)
         self.policy = Policy.from_payload(payload, device=device, source=str(policy_path))
         self.policy.set_sampling(noise_scale, steps)
+        extra = payload["extra"]
+        if backend == "onnx":  # the exported graph with onnxruntime: a CPU robot's fastest path
+            from mp1.export import OnnxPolicy
+
+            if device != "cpu":
+                raise ValueError("--backend onnx runs onnxruntime on the CPU; use --device cpu")
+            self.policy = OnnxPolicy(self.policy, (extra.get("observation") or {}).get("num_points", 512))
+        elif backend != "torch":
+            raise ValueError(f"unknown backend {backend!r}; choose torch or onnx")
         self.seed = seed
         c = self.policy.config
-        extra = payload["extra"]
         self.metadata = {
             "type": "metadata", "mp1_version": mp1.__version__, "policy": self.policy.name,
             "task": extra.get("task"), "observation": extra.get("observation"),
             "n_obs_steps": c.n_obs_steps, "n_action_steps": c.n_action_steps, "horizon": c.horizon,
             "action_dim": c.action_dim, "state_dim": c.state_dim, "point_dim": c.point_dim,
-            "device": str(self.policy.device), "noise_scale": c.noise_scale, "sample_steps": c.objective.sample_steps,
-            "pipeline": extra.get("pipeline"),
+            "device": str(self.policy.device), "backend": backend, "noise_scale": c.noise_scale,
+            "sample_steps": c.objective.sample_steps, "pipeline": extra.get("pipeline"),
         }
         # One maker for every connection (it holds per-pixel tables); raw depth is accepted when the policy records its pipeline.
         self.cloud_maker = CloudMaker(CloudPipeline.from_dict(extra["pipeline"])) if extra.get("pipeline") else None
@@ -223,12 +231,13 @@ def health(connection: ServerConnection, request: Request) -> Response | None:
 
 def run_server(
     policy_path: str | Path, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu", seed: int = 0,
-    noise_scale: float | None = None, steps: int | None = None, token: str | None = None,
+    noise_scale: float | None = None, steps: int | None = None, token: str | None = None, backend: str = "torch",
 ) -> None:
     """Serves until SIGINT or SIGTERM. `token` defaults to the MP1_SERVE_TOKEN environment variable."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     token = token if token is not None else os.environ.get(TOKEN_ENV) or None
-    server = PolicyServer(policy_path, device=device, seed=seed, noise_scale=noise_scale, steps=steps, token=token)
+    server = PolicyServer(policy_path, device=device, seed=seed, noise_scale=noise_scale, steps=steps, token=token,
+                          backend=backend)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops the server as Ctrl-C does
     with serve(server.handle, host, port, max_size=MAX_FRAME_BYTES, compression=None, process_request=health) as websocket_server:
         connections = threading.Thread(target=websocket_server.serve_forever, daemon=True)
