@@ -193,3 +193,25 @@ def test_health_token_and_sigterm(policy_file):
         process.wait()
     log = process.stderr.read()
     assert log.count("refused: missing or wrong token") == 2 and "Traceback" not in log
+
+
+def test_streaming_client_asks_ahead_and_drops_the_steps_it_missed(policy_file, server):
+    from mp1.serving import StreamingClient
+
+    rng = np.random.default_rng(4)
+    steps = [{"point_cloud": rng.random((512, 3)).astype(np.float32), "agent_pos": rng.random(9).astype(np.float32)}
+             for _ in range(10)]
+    # Asking only when the chunk is used up, it is the synchronous runner, action for action.
+    runner = PolicyRunner(load_policy(policy_file), seed=21)
+    with StreamingClient(PolicyClient(port=server), refill_at=0) as streaming:
+        streaming.reset(seed=21)
+        for obs in steps:
+            np.testing.assert_allclose(streaming.act(obs), runner.act(obs), rtol=1e-5, atol=1e-6)
+        assert len(streaming.wait_ms) == len(steps)
+    # Asking ahead: a request is always on its way, and each chunk starts at the step it was asked at.
+    with StreamingClient(PolicyClient(port=server), refill_at=2) as streaming:
+        actions = [streaming.act(obs) for obs in steps]
+        assert all(a.shape == (4,) and np.isfinite(a).all() for a in actions)
+        assert streaming._request is not None
+    with pytest.raises(ValueError, match="refill_at must be in"):
+        StreamingClient(PolicyClient(port=server), refill_at=3)

@@ -58,6 +58,17 @@ class PolicyRunner:
             self.pending.extend(self.predict_chunk())
         return self.pending.popleft()
 
+    def plan_from(self, history: list[dict[str, np.ndarray]]) -> np.ndarray:
+        """A new chunk from the given last observations (oldest first; fewer than `n_obs_steps`
+        repeat the first), replacing the kept history: for a client that keeps its own."""
+        if not 1 <= len(history) <= self.policy.config.n_obs_steps:
+            raise ValueError(f"history must hold 1 to {self.policy.config.n_obs_steps} observations, got {len(history)}")
+        self.history.clear()
+        for obs in history:
+            self.observe(obs)
+        self.pending.clear()
+        return self.predict_chunk()
+
     def plan(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         """A new chunk (n_action_steps, Da) for this observation; nothing is left pending."""
         self.observe(obs)

@@ -118,3 +118,78 @@ class PolicyClient:
             self._connect()
         self._connection.send(frame)
         return unpack(self._connection.recv(timeout=self.timeout_s))
+
+
+class StreamingClient:
+    """Hides inference latency from a robot's control loop, as LeRobot's asynchronous inference
+    does: `act(obs)` is called once per control step and returns at once with the next action of
+    the current chunk, while the next chunk is asked for in the background as soon as `refill_at`
+    actions (or fewer) remain. A chunk computed from the observation of step k begins at step k;
+    the steps executed while it was on its way are dropped from its front. The loop waits only
+    when the current chunk runs out before the next arrives; `wait_ms` records every wait (0 when
+    none). The client keeps the observation history itself and sends it with each request
+    (`{"type": "plan"}`), so the server's runner never sees an incomplete history."""
+
+    def __init__(self, client: PolicyClient, refill_at: int = 1):
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        n_action_steps = client.metadata["n_action_steps"]
+        if not 0 <= refill_at < n_action_steps:
+            raise ValueError(f"refill_at must be in [0, {n_action_steps - 1}] (the chunk holds {n_action_steps} actions)")
+        self.client, self.refill_at = client, refill_at
+        self.history: deque[dict[str, Any]] = deque(maxlen=client.metadata["n_obs_steps"])
+        self.queue: deque[np.ndarray] = deque()
+        self.wait_ms: list[float] = []
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mp1-stream")  # one request at a time
+        self._request = None  # (future, step it was asked at)
+        self._step = 0
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        self.history.append({key: frames(value) if key in FRAME_KEYS else np.array(value, dtype=np.float32)
+                             for key, value in obs.items()})
+        if self._request is not None and self._request[0].done():
+            self._take()
+        if self._request is None and len(self.queue) <= self.refill_at:
+            history = list(self.history)
+            self._request = (self._worker.submit(lambda: self.client._request({"type": "plan", "history": history})), self._step)
+        if not self.queue:
+            start = time.perf_counter()
+            self._take()
+            self.wait_ms.append((time.perf_counter() - start) * 1e3)
+        else:
+            self.wait_ms.append(0.0)
+        self._step += 1
+        return self.queue.popleft()
+
+    def _take(self) -> None:
+        """Waits for the chunk on its way and makes it the current one, less its stale steps."""
+        future, asked_at = self._request
+        self._request = None
+        chunk = future.result()["action"]  # PolicyServerError and kin reach the control loop here
+        self.queue.clear()
+        self.queue.extend(chunk[self._step - asked_at :].copy())
+        if not self.queue:  # it arrived too late to be of use: ask again now and wait for that one
+            history = list(self.history)
+            self._request = (self._worker.submit(lambda: self.client._request({"type": "plan", "history": history})), self._step)
+            self._take()
+
+    def reset(self, seed: int | None = None) -> None:
+        """A new episode: waits out a request on its way, then resets the server's noise."""
+        if self._request is not None:
+            self._request[0].result()
+            self._request = None
+        self.history.clear()
+        self.queue.clear()
+        self._step = 0
+        self.client.reset(seed)
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=True)
+        self.client.close()
+
+    def __enter__(self) -> "StreamingClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -5,6 +5,8 @@ Protocol (binary msgpack frames, `mp1.serving.wire`): on connect the server send
 
     {"type": "act", "obs": {"point_cloud": (N, C), "agent_pos": (Ds,)}, "chunk": false}
         -> {"type": "action", "action": (Da,) or (n_action_steps, Da), "timing": {...}}
+    {"type": "plan", "history": [obs, ...]} -> {"type": "action", "action": (n_action_steps, Da), ...}
+        (a chunk from the client's own last observations: `StreamingClient` asks ahead with it)
     {"type": "reset", "seed": 7} -> {"type": "reset", "timing": {...}}   (seed optional)
     anything malformed -> {"type": "error", "error": "what is wrong"}   (the connection stays open)
 
@@ -153,8 +155,8 @@ class PolicyServer:
         received = time.perf_counter()
         try:
             request = unpack(frame)
-            if not isinstance(request, dict) or request.get("type") not in ("act", "reset"):
-                raise WireError("expected a message {'type': 'act' | 'reset', ...}")
+            if not isinstance(request, dict) or request.get("type") not in ("act", "plan", "reset"):
+                raise WireError("expected a message {'type': 'act' | 'plan' | 'reset', ...}")
             infer_ms = 0.0
             if request["type"] == "reset":
                 seed = request.get("seed")
@@ -163,9 +165,16 @@ class PolicyServer:
                 self.on_main_thread(lambda: runner.reset(seed))
                 reply: dict[str, Any] = {"type": "reset"}
             else:
-                obs = self.check_obs(request.get("obs"))
                 calls = len(runner.latencies_ms)
-                action = self.on_main_thread(lambda: runner.plan(obs) if request.get("chunk") else runner.act(obs))
+                if request["type"] == "plan":
+                    history = request.get("history")
+                    if not isinstance(history, list) or not history:
+                        raise WireError("'history' must be a non-empty list of observations, oldest first")
+                    checked = [self.check_obs(obs) for obs in history]
+                    action = self.on_main_thread(lambda: runner.plan_from(checked))
+                else:
+                    obs = self.check_obs(request.get("obs"))
+                    action = self.on_main_thread(lambda: runner.plan(obs) if request.get("chunk") else runner.act(obs))
                 if len(runner.latencies_ms) > calls:
                     infer_ms = runner.latencies_ms[-1]
                 reply = {"type": "action", "action": np.asarray(action, dtype=np.float32)}
