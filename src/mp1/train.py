@@ -38,7 +38,7 @@ from mp1.report import write_run_report
 
 @dataclass
 class TrainConfig:
-    policy: str = "mp1"  # mp1, mp1-tuned, flowpolicy, dp3 or flowmatching
+    policy: str = "mp1"  # mp1, mp1-tuned, flowpolicy, dp3, flowmatching or regression (a diagnostic)
     # metaworld/<task> or adroit/<door|hammer|pen>; empty: the data_path store's task (none for a
     # robot's recording: no simulator, validation on held-out episodes), else metaworld/button-press
     task: str = ""
