@@ -124,3 +124,17 @@ def test_depth_frames_become_clouds_through_the_recorded_pipeline(tmp_path):
     other = CloudPipeline((plane_camera("wrist"),), crop_low=(-1, -1, -0.1), crop_high=(1, 1, 0.5), num_points=64)
     with pytest.raises(StoreError, match="recorded with another cloud pipeline"):
         EpisodeRecorder(path, other)
+
+
+def test_viz_draws_a_recorded_store_with_its_crop_box(tmp_path):
+    from mp1.viz import plot_episode_clouds
+
+    pipeline = CloudPipeline((plane_camera(),), crop_low=(-1, -1, -0.1), crop_high=(1, 1, 0.5), num_points=64)
+    with EpisodeRecorder(tmp_path / "depth.zarr", pipeline) as recorder:
+        for height in (900, 800):
+            depth = np.full((24, 32), 1000, np.uint16)
+            depth[8:16, 10:20] = height  # a box on the table
+            recorder.record(np.zeros(STATE), np.zeros(ACTION), depth=depth)
+        recorder.end_episode()
+    out = plot_episode_clouds(tmp_path / "depth.zarr", tmp_path / "clouds.png")
+    assert out.stat().st_size > 10_000
