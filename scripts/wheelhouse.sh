@@ -4,7 +4,7 @@
 #
 #   scripts/wheelhouse.sh OUT [PYTHON_VERSION PLATFORM]      # e.g. wheelhouse 3.12 manylinux_2_28_x86_64
 #   # copy OUT to the node, then there:
-#   pip install --no-index --find-links OUT 'mp1[all]'      # or mp1, mp1[adroit], mp1[onnx]
+#   pip install --no-index --find-links OUT 'mp1[all]'      # or mp1[train], mp1[runtime], mp1 (the client)
 #
 # Without PYTHON_VERSION and PLATFORM the wheels are for this machine's Python and platform.
 # Packages published only as source (pure Python) are built into wheels here.
@@ -14,12 +14,18 @@ OUT="${1:?usage: wheelhouse.sh OUT [PYTHON_VERSION PLATFORM]}"
 PYTHON="${PYTHON:-python3}"
 mkdir -p "$OUT"
 "$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$OUT" "$ROOT"
-# mp1's requirements with every extra, torch left out (the node brings its own).
+# mp1's requirements with every extra (mp1[all], expanded), torch left out (the node brings its own).
 mapfile -t requirements < <("$PYTHON" - "$ROOT/pyproject.toml" <<'PY'
 import re, sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
 extras = project["optional-dependencies"]
-for requirement in project["dependencies"] + extras["adroit"] + extras["onnx"]:
+
+def expand(requirements):
+    for requirement in requirements:
+        inner = re.fullmatch(r"mp1\[(.+)\]", requirement)
+        yield from (expand(r for name in inner.group(1).split(",") for r in extras[name]) if inner else [requirement])
+
+for requirement in dict.fromkeys(expand(project["dependencies"] + extras["all"])):
     if re.split(r"[<>=!~\[ ;]", requirement)[0].lower() != "torch":
         print(requirement)
 PY

@@ -86,3 +86,19 @@ def test_reset_with_a_seed_replays_an_episode():
     assert all(np.array_equal(a, b) for a, b in zip(first, [runner.act(obs) for _ in range(4)]))
     runner.reset()  # no seed: the noise goes on
     assert not np.array_equal(first[0], runner.act(obs))
+
+
+def test_the_robot_side_installs_ask_for_no_more_than_they_import():
+    """`pip install mp1` is the client and `mp1[runtime]` the in-process runtime: their
+    requirements must leave out torch (client) and the simulators and training stack (both);
+    benchmarks/robot_install.sh installs each into an empty venv."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
+    names = lambda requirements: {re.split(r"[<>=!~\[ ;]", r)[0].lower() for r in requirements}
+    client, runtime = names(project["dependencies"]), names(project["optional-dependencies"]["runtime"])
+    assert client == {"numpy", "websockets", "msgpack"}
+    assert runtime == {"torch", "fpsample", "omegaconf"}
+    assert not (client | runtime) & {"mujoco", "metaworld", "gymnasium", "diffusers", "zarr", "matplotlib"}

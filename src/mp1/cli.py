@@ -546,11 +546,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The extra that installs a module a command may need (pyproject.toml), for the error of an install without it.
+EXTRA_OF_MODULE = {
+    **dict.fromkeys(("torch", "fpsample", "omegaconf"), "runtime"),
+    **dict.fromkeys(("diffusers", "mujoco", "metaworld", "gymnasium", "matplotlib", "imageio", "tensorboard", "joblib",
+                     "submitit"), "train"),
+    **dict.fromkeys(("rosbags", "h5py", "yaml", "zarr"), "robot"),
+    **dict.fromkeys(("onnx", "onnxscript", "onnxruntime"), "onnx"),
+}
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except Exception as error:
+        if isinstance(error, ModuleNotFoundError) and (error.name or "").partition(".")[0] in EXTRA_OF_MODULE:
+            extra = EXTRA_OF_MODULE[error.name.partition(".")[0]]
+            sys.exit(f"mp1: error: this command needs {error.name}, which this install lacks: "
+                     f"pip install 'mp1[{extra}]' (or 'mp1[all]')")
         if isinstance(error, user_errors()):  # ExpertFileError and PolicyFileError are ValueErrors
             sys.exit(f"mp1: error: {error}")
         raise
