@@ -122,3 +122,18 @@ def test_expert_solves_button_press(make_env) -> None:
         if info["success"] or truncated:
             break
     assert info["success"]
+
+
+def test_a_recorded_pipeline_makes_the_clouds(make_env) -> None:
+    """An env given its own camera as a CloudPipeline makes its clouds with the CloudMaker (what a
+    robot's recording used): the same scene, the same box, a close cover of the exact cloud."""
+    exact = make_env("button-press", seed=3)
+    pipeline = exact.cloud_pipeline()
+    fast = make_env("button-press", seed=3, cloud_pipeline=pipeline.to_dict())
+    exact_cloud, fast_cloud = exact.reset(seed=3)[0]["point_cloud"], fast.reset(seed=3)[0]["point_cloud"]
+    assert fast_cloud.shape == exact_cloud.shape == (512, 3)
+    assert (fast_cloud >= exact.crop_low - 1e-5).all() and (fast_cloud <= exact.crop_high + 1e-5).all()
+    nearest = np.sqrt(((fast_cloud[:, None] - exact_cloud[None]) ** 2).sum(-1)).min(1)
+    assert np.median(nearest) < 0.02  # metres: both cover the same surfaces
+    with pytest.raises(ValueError, match="one camera of 64x64 pixels .this env.s., got corner2 128x128"):
+        make_env("button-press", seed=3, image_size=64, cloud_pipeline=pipeline.to_dict())

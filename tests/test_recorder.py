@@ -138,3 +138,17 @@ def test_viz_draws_a_recorded_store_with_its_crop_box(tmp_path):
         recorder.end_episode()
     out = plot_episode_clouds(tmp_path / "depth.zarr", tmp_path / "clouds.png")
     assert out.stat().st_size > 10_000
+
+
+def test_a_recorded_store_tells_the_simulator_to_make_clouds_its_way(tmp_path):
+    """Evaluating a policy trained on a recording in a simulator: the env gets the pipeline."""
+    from mp1.evaluate import observation_settings
+
+    pipeline = CloudPipeline((plane_camera(),), crop_low=(-1, -1, -0.1), crop_high=(1, 1, 0.5), num_points=64)
+    with EpisodeRecorder(tmp_path / "depth.zarr", pipeline) as recorder:
+        recorder.record(np.zeros(STATE), np.zeros(ACTION), depth=np.full((24, 32), 1000, np.uint16))
+        recorder.end_episode()
+    store = load_store(tmp_path / "depth.zarr")
+    settings = observation_settings(store.attrs, store.arrays["point_cloud"].shape)
+    assert settings["cloud_pipeline"] == pipeline.to_dict() and settings["num_points"] == 64
+    assert settings["crop_low"] == (-1, -1, -0.1)

@@ -188,6 +188,8 @@ def observation_settings(store_attrs: dict[str, Any], point_cloud_shape: tuple[i
     for key in ("crop_low", "crop_high"):
         if key in recorded:
             settings[key] = tuple(recorded[key])
+    if recorded.get("pipeline"):  # a recording's clouds: the simulator makes its own the same way
+        settings["cloud_pipeline"] = recorded["pipeline"]
     return settings
 
 

@@ -162,6 +162,7 @@ class AdroitEnv(PointCloudEnv):
         use_rgb: bool = False,
         render_images: bool = False,
         max_episode_steps: int | None = None,
+        cloud_pipeline: dict | None = None,
         expert: str | Path | None = None,
     ) -> None:
         # Imported here, not at the top: it registers the AdroitHand environments and prints a
@@ -184,7 +185,7 @@ class AdroitEnv(PointCloudEnv):
         crop_box = (task_low if crop_low is None else crop_low, task_high if crop_high is None else crop_high)
         super().__init__(
             inner, task, seed, num_points, image_size, CAMERA, crop_box, len(HAND_JOINTS), use_rgb, render_images,
-            max_episode_steps or spec.max_episode_steps,
+            max_episode_steps or spec.max_episode_steps, cloud_pipeline,
         )
         self.action_space = inner.action_space
         self.expert_path = self._expert_file(expert)

@@ -3,8 +3,8 @@
 A subclass builds the inner environment (anything with `model`, `data`, `np_random`,
 `reset()`, `step()` and an `info["success"]`), places its camera, and says what the agent
 state is and what the expert does. This class renders depth, turns it into a world-frame
-point cloud (`mp1.runtime.pointcloud`), seeds layouts from its own generator, counts steps and
-truncates.
+point cloud (`mp1.runtime.pointcloud`, or a recorded `CloudPipeline`'s `CloudMaker`: the function
+a robot's recording used), seeds layouts from its own generator, counts steps and truncates.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import mujoco
 import numpy as np
 import numpy.typing as npt
 
+from mp1.runtime.perception import Camera, CloudMaker, CloudPipeline
 from mp1.runtime.pointcloud import crop, depth_to_points, farthest_point_sample
 
 
@@ -37,6 +38,7 @@ class PointCloudEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         use_rgb: bool,
         render_images: bool,
         max_episode_steps: int,
+        cloud_pipeline: dict[str, Any] | None = None,
     ) -> None:
         self._env = inner
         self.task = task
@@ -48,6 +50,8 @@ class PointCloudEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.render_images = render_images
         self.render_mode = "rgb_array"
         self.max_episode_steps = max_episode_steps
+        # A recorded pipeline (its one camera this env's, at this image size) makes the clouds instead.
+        self._cloud_maker = None if cloud_pipeline is None else self._maker(CloudPipeline.from_dict(cloud_pipeline))
         super().reset(seed=seed)  # seeds self.np_random, which the inner env draws layouts from
 
         model = inner.model
@@ -135,6 +139,27 @@ class PointCloudEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             raise RuntimeError("environment is closed")
         return self._renderer
 
+    def cloud_pipeline(self, num_points: int | None = None) -> CloudPipeline:
+        """This env's camera (at its current pose) and crop box as a `CloudPipeline`: what a
+        stand-in robot records with, and what `cloud_pipeline=` takes back."""
+        mujoco.mj_forward(self._env.model, self._env.data)  # the camera's pose is derived, maybe not yet
+        pos, rot, fovy = mujoco_camera(self._env.model, self._env.data, self.camera)
+        camera = Camera.from_mujoco(self.camera, self.image_size, self.image_size, fovy, pos, rot)
+        return CloudPipeline((camera,), tuple(map(float, self.crop_low)), tuple(map(float, self.crop_high)),
+                             num_points or self.num_points, colour=self.use_rgb)
+
+    def _maker(self, pipeline: CloudPipeline) -> CloudMaker:
+        camera = pipeline.cameras[0]
+        if len(pipeline.cameras) != 1 or (camera.width, camera.height) != (self.image_size, self.image_size):
+            raise ValueError(
+                f"cloud_pipeline must have one camera of {self.image_size}x{self.image_size} pixels (this env's), got "
+                + ", ".join(f"{c.name} {c.width}x{c.height}" for c in pipeline.cameras)
+            )
+        if (pipeline.num_points, pipeline.colour) != (self.num_points, self.use_rgb):
+            raise ValueError(f"cloud_pipeline makes {pipeline.num_points} points (colour {pipeline.colour}); this env "
+                             f"{self.num_points} (colour {self.use_rgb})")
+        return CloudMaker(pipeline)
+
     def _observe(self) -> dict[str, np.ndarray]:
         model, data = self._env.model, self._env.data
         renderer = self._live_renderer()
@@ -145,12 +170,13 @@ class PointCloudEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             depth = renderer.render()
         finally:
             renderer.disable_depth_rendering()
-        cam_pos, cam_rot, fovy = mujoco_camera(model, data, self.camera)
-        points = depth_to_points(depth, cam_pos, cam_rot, fovy_deg=fovy, rgb=rgb if self.use_rgb else None)
-        obs = {
-            "point_cloud": farthest_point_sample(crop(points, self.crop_low, self.crop_high), self.num_points),
-            "agent_pos": self.agent_pos(),
-        }
+        if self._cloud_maker is not None:
+            cloud = self._cloud_maker(depth, rgb if self.use_rgb else None)
+        else:
+            cam_pos, cam_rot, fovy = mujoco_camera(model, data, self.camera)
+            points = depth_to_points(depth, cam_pos, cam_rot, fovy_deg=fovy, rgb=rgb if self.use_rgb else None)
+            cloud = farthest_point_sample(crop(points, self.crop_low, self.crop_high), self.num_points)
+        obs = {"point_cloud": cloud, "agent_pos": self.agent_pos()}
         if self.render_images:
             obs["rgb"] = rgb
             obs["depth"] = depth

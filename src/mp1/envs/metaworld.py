@@ -118,6 +118,8 @@ class MetaWorldEnv(PointCloudEnv):
             metric z-depth.
         max_episode_steps: truncation limit; default metaworld's ``max_path_length`` (500).
             (DP3 evaluated Meta-World with 200.)
+        cloud_pipeline: a recorded ``CloudPipeline`` (as a dict) whose ``CloudMaker`` makes the
+            clouds instead of the exact pipeline: a policy trained on a recording sees its own.
     """
 
     def __init__(
@@ -132,6 +134,7 @@ class MetaWorldEnv(PointCloudEnv):
         use_rgb: bool = False,
         render_images: bool = False,
         max_episode_steps: int | None = None,
+        cloud_pipeline: dict | None = None,
     ) -> None:
         task = canonical_task(task)
         # Passing the seed makes metaworld's constructor restore the global numpy state.
@@ -147,7 +150,8 @@ class MetaWorldEnv(PointCloudEnv):
         task_low, task_high = default_crop(task)
         crop_box = (task_low if crop_low is None else crop_low, task_high if crop_high is None else crop_high)
         super().__init__(
-            inner, task, seed, num_points, image_size, camera, crop_box, 9, use_rgb, render_images, max_episode_steps
+            inner, task, seed, num_points, image_size, camera, crop_box, 9, use_rgb, render_images, max_episode_steps,
+            cloud_pipeline,
         )
         self.action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
         self._policy = ENV_POLICY_MAP[f"{task}-v3"]()
