@@ -1,5 +1,6 @@
 """ONNX export of the one-step policies, checked against torch with onnxruntime."""
 
+import json
 import subprocess
 import sys
 
@@ -30,6 +31,8 @@ def test_onnx_graph_matches_torch(tmp_path, name):
     metadata = session.get_modelmeta().custom_metadata_map  # everything a runner needs, in the file
     assert metadata["policy"] == name and metadata["execute_steps"] == "1:4" and metadata["num_points"] == "128"
     assert (metadata["state_dim"], metadata["action_dim"], metadata["noise_scale"]) == ("9", "4", "1.0")
+    assert json.loads(metadata["contract"]) == {"state_dim": 9, "point_dim": 3, "n_obs_steps": 2, "num_points": None,
+                                                "pipeline": None}
 
 
 def test_dp3_stays_torch_only(tmp_path):
@@ -63,7 +66,7 @@ def test_onnx_backend_gives_the_torch_policys_actions(tmp_path):
     torch_runner, onnx_runner = PolicyRunner(policy, seed=4), PolicyRunner(onnx_policy, seed=4)
     for obs in steps:
         np.testing.assert_allclose(onnx_runner.act(obs), torch_runner.act(obs), atol=1e-4, rtol=0)
-    with pytest.raises(ValueError, match="contains NaN"):
+    with pytest.raises(ValueError, match="'obs.agent_pos' must be finite floats"):  # the runner's contract
         onnx_runner.act({**steps[0], "agent_pos": np.full(9, np.nan, np.float32)})
 
     policy.save(tmp_path / "policy.pt", extra={"observation": {"num_points": 64}})

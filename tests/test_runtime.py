@@ -102,3 +102,27 @@ def test_the_robot_side_installs_ask_for_no_more_than_they_import():
     assert client == {"numpy", "websockets", "msgpack"}
     assert runtime == {"torch", "fpsample", "omegaconf"}
     assert not (client | runtime) & {"mujoco", "metaworld", "gymnasium", "diffusers", "zarr", "matplotlib"}
+
+
+def test_one_contract_checks_every_step_and_holds_an_episode_to_its_point_count():
+    """The runner and the server check steps with the same function; a policy file that records
+    no point count still gets one per episode (a history of mixed counts cannot be stacked)."""
+    import numpy as np
+    import pytest
+
+    runner = small_runner()
+    assert runner.contract.num_points is None and runner.contract.state_dim == 9
+    step = lambda points: {"point_cloud": np.random.rand(points, 3).astype(np.float32), "agent_pos": np.zeros(9, np.float32)}
+    runner.act(step(64))
+    with pytest.raises(ValueError, match=r"'obs.point_cloud' has shape \(32, 3\); expected \(64, 3\)"):
+        runner.act(step(32))
+    for bad, message in ((dict(step(64), agent_pos=np.zeros(8, np.float32)), r"'obs.agent_pos' has shape \(8,\)"),
+                         (dict(step(64), agent_pos=np.full(9, np.nan, np.float32)), "finite floats"),
+                         ({"agent_pos": np.zeros(9, np.float32)}, "'obs.point_cloud' is missing"),
+                         (dict(step(64), point_cloud=np.zeros((64, 3), np.int32)), "finite floats"),
+                         ({"depth": np.zeros((4, 4)), "agent_pos": np.zeros(9, np.float32)}, "records no cloud pipeline")):
+        with pytest.raises(ValueError, match=message):
+            runner.act(bad)
+    assert len(runner.history) == 2 and runner.act(step(64)).shape == (4,)  # nothing bad entered the history
+    runner.reset()
+    assert runner.act(step(32)).shape == (4,)  # a new episode may start with another count

@@ -26,6 +26,7 @@ from torch import nn
 import mp1
 from mp1.objectives import Diffusion
 from mp1.policies import Policy
+from mp1.runtime.contract import ObservationContract
 
 INPUTS = ("point_cloud", "agent_pos", "noise")
 
@@ -68,6 +69,7 @@ def onnx_metadata(policy: Policy, num_points: int, origin: dict[str, Any] | None
         "state_dim": c.state_dim, "action_dim": c.action_dim, "noise_scale": c.noise_scale,
         "sample_steps": c.objective.sample_steps, "task": origin.get("task") or "",
         "observation": json.dumps(origin.get("observation") or {}), "pipeline": json.dumps(origin.get("pipeline")),
+        "contract": json.dumps(ObservationContract.of(c, origin).to_dict()),
     }
     return {key: str(value) for key, value in values.items()}
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from mp1.runtime.contract import ObservationContract
 from mp1.runtime.perception import CloudMaker, CloudPipeline
 
 if TYPE_CHECKING:  # imported by whoever loads the policy (mp1.runtime.load_policy)
@@ -26,11 +27,19 @@ class PolicyRunner:
     With a `cloud_maker` for the pipeline the policy was trained on (`PolicyRunner.from_file`
     makes it from the policy file), an observation may carry the raw frames instead of a cloud:
     `{"depth": one frame per camera, "colour": optional images, "camera_poses": optional per-call
-    4x4 poses, "agent_pos": ...}`; the cloud is made exactly as the training data's was."""
+    4x4 poses, "agent_pos": ...}`; the cloud is made exactly as the training data's was.
 
-    def __init__(self, policy: Policy, seed: int = 0, cloud_maker: CloudMaker | None = None):
+    Every step is checked against the policy's `ObservationContract` before it enters the
+    history; where the contract records no point count, an episode keeps the count it began with."""
+
+    def __init__(
+        self, policy: Policy, seed: int = 0, cloud_maker: CloudMaker | None = None,
+        contract: ObservationContract | None = None,
+    ):
         self.policy = policy
         self.cloud_maker = cloud_maker
+        pipeline = cloud_maker.pipeline.to_dict() if cloud_maker is not None else None
+        self.contract = contract or ObservationContract.of(policy.config, {"pipeline": pipeline})
         self.generator = torch.Generator()
         self.latencies_ms: list[float] = []
         self.reset(seed)
@@ -41,14 +50,16 @@ class PolicyRunner:
         from mp1.policies.policy import Policy, read_policy_file
 
         payload = read_policy_file(path)
-        pipeline = payload["extra"].get("pipeline")
-        return cls(Policy.from_payload(payload, device=device, source=str(path)), seed,
-                   CloudMaker(CloudPipeline.from_dict(pipeline)) if pipeline else None)
+        policy, extra = Policy.from_payload(payload, device=device, source=str(path)), payload["extra"]
+        pipeline = extra.get("pipeline")
+        return cls(policy, seed, CloudMaker(CloudPipeline.from_dict(pipeline)) if pipeline else None,
+                   ObservationContract.of(policy.config, extra))
 
     def reset(self, seed: int | None = None) -> None:
         """A new episode: no history, no pending actions, and the noise reseeded when `seed` is given."""
         self.history: deque[dict[str, np.ndarray]] = deque(maxlen=self.policy.config.n_obs_steps)
         self.pending: deque[np.ndarray] = deque()
+        self.episode_points: int | None = None  # the point count this episode began with
         if seed is not None:
             self.generator.manual_seed(seed)
 
@@ -76,10 +87,12 @@ class PolicyRunner:
         return self.predict_chunk()
 
     def observe(self, obs: dict[str, np.ndarray]) -> None:
+        # Checked copies: a driver that reuses its buffers must not rewrite the history kept here.
+        obs = self.contract.check_step(obs, self.episode_points)
         if "depth" in obs:
             obs = {"point_cloud": self.cloud(obs), "agent_pos": obs["agent_pos"]}
-        # Copies: a driver that reuses its buffers must not rewrite the history kept here.
-        self.history.append({key: np.array(obs[key], dtype=np.float32) for key in ("point_cloud", "agent_pos")})
+        self.episode_points = len(obs["point_cloud"])
+        self.history.append(obs)
         while len(self.history) < self.history.maxlen:  # the first step is repeated, as in training
             self.history.appendleft(self.history[0])
 

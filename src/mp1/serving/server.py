@@ -49,6 +49,7 @@ from websockets.sync.server import ServerConnection, serve
 import mp1
 from mp1.policies.policy import Policy, read_policy_file
 from mp1.runtime import CloudMaker, CloudPipeline, PolicyRunner
+from mp1.runtime.contract import ObservationContract
 from mp1.serving.wire import WireError, pack, unpack
 
 
@@ -91,9 +92,10 @@ class PolicyServer:
             "device": str(self.policy.device), "backend": backend, "noise_scale": c.noise_scale,
             "sample_steps": c.objective.sample_steps, "pipeline": extra.get("pipeline"),
         }
+        self.contract = ObservationContract.of(c, extra)
+        self.metadata["contract"] = self.contract.to_dict()
         # One maker for every connection (it holds per-pixel tables); raw depth is accepted when the policy records its pipeline.
         self.cloud_maker = CloudMaker(CloudPipeline.from_dict(extra["pipeline"])) if extra.get("pipeline") else None
-        self.num_points = (extra.get("observation") or {}).get("num_points")
         self.token = token
         self._connections = itertools.count()
         self._jobs: queue.Queue[tuple[Callable[[], Any], Future]] = queue.Queue()
@@ -143,7 +145,7 @@ class PolicyServer:
             log.warning("connection %d from %s refused: missing or wrong token", number, connection.remote_address)
             connection.close(CloseCode.POLICY_VIOLATION, "missing or wrong token")
             return
-        runner = PolicyRunner(self.policy, seed=self.seed + number, cloud_maker=self.cloud_maker)
+        runner = PolicyRunner(self.policy, seed=self.seed + number, cloud_maker=self.cloud_maker, contract=self.contract)
         try:
             connection.send(pack(self.metadata))
             for frame in connection:
@@ -170,10 +172,10 @@ class PolicyServer:
                     history = request.get("history")
                     if not isinstance(history, list) or not history:
                         raise WireError("'history' must be a non-empty list of observations, oldest first")
-                    checked = [self.check_obs(obs) for obs in history]
+                    checked = [self.contract.check_step(obs) for obs in history]
                     action = self.on_main_thread(lambda: runner.plan_from(checked))
                 else:
-                    obs = self.check_obs(request.get("obs"))
+                    obs = self.contract.check_step(request.get("obs"))
                     action = self.on_main_thread(lambda: runner.plan(obs) if request.get("chunk") else runner.act(obs))
                 if len(runner.latencies_ms) > calls:
                     infer_ms = runner.latencies_ms[-1]
@@ -189,45 +191,6 @@ class PolicyServer:
             return {"type": "error", "error": message}
         reply["timing"] = {"server_ms": (time.perf_counter() - received) * 1e3, "infer_ms": infer_ms}
         return reply
-
-    def check_obs(self, obs: Any) -> dict[str, Any]:
-        """One observation step, checked before it enters the runner's history: a cloud with the
-        point count the policy was trained on (when its file records it), as every step of a
-        runner's history must have the same shape; or raw depth frames, which the runner's cloud
-        maker checks against the cameras."""
-        c = self.policy.config
-        if not isinstance(obs, dict):
-            raise WireError("'obs' must be a map with 'point_cloud' (or 'depth') and 'agent_pos'")
-        expected: dict[str, tuple[int | None, ...]] = {"agent_pos": (c.state_dim,)}
-        checked: dict[str, Any] = {}
-        if "depth" in obs and "point_cloud" not in obs:
-            if self.cloud_maker is None:
-                raise WireError("this policy records no cloud pipeline: send 'point_cloud', not 'depth'")
-            for key in ("depth", "colour", "camera_poses"):
-                if key in obs:
-                    checked[key] = numeric_frames(key, obs[key])
-        else:
-            expected["point_cloud"] = (self.num_points, c.point_dim)
-        for key, shape in expected.items():
-            value = obs.get(key)
-            described = "(" + ", ".join("N" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
-            if not isinstance(value, np.ndarray):
-                raise WireError(f"'obs.{key}' is missing or not an array; expected shape {described}")
-            fits = value.ndim == len(shape) and all(d is None or d == got for d, got in zip(shape, value.shape))
-            if not fits or value.size == 0:
-                raise WireError(f"'obs.{key}' has shape {value.shape}; expected {described}")
-            if value.dtype.kind != "f" or not np.isfinite(value).all():
-                raise WireError(f"'obs.{key}' must be finite floats (dtype {value.dtype})")
-            checked[key] = value.astype(np.float32)
-        return checked
-
-
-def numeric_frames(key: str, value: Any) -> np.ndarray | list[np.ndarray]:
-    """An array, or a list of arrays (one per camera), as the wire delivered them."""
-    frames = value if isinstance(value, list) else [value]
-    if not frames or not all(isinstance(frame, np.ndarray) for frame in frames):
-        raise WireError(f"'obs.{key}' must be an array or a list of arrays, one per camera")
-    return value
 
 
 def health(connection: ServerConnection, request: Request) -> Response | None:
