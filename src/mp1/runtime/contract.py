@@ -10,8 +10,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-# Raw frames of a pipeline's cameras, each key one frame per camera (or a lone frame for one camera).
-FRAME_KEYS = ("depth", "colour", "camera_poses")
+from mp1.serving.wire import FRAME_KEYS
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.sync.client import ClientConnection, connect
 
-from mp1.serving.wire import pack, unpack
-
-
-# Raw frames travel in their own dtype (a uint16 depth frame is half the bytes of a float32 one).
-FRAME_KEYS = ("depth", "colour", "camera_poses")
+from mp1.serving.wire import FRAME_KEYS, pack, unpack
 
 
 def frames(value: Any) -> np.ndarray | list[np.ndarray]:

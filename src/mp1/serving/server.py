@@ -172,10 +172,9 @@ class PolicyServer:
                     history = request.get("history")
                     if not isinstance(history, list) or not history:
                         raise WireError("'history' must be a non-empty list of observations, oldest first")
-                    checked = [self.contract.check_step(obs) for obs in history]
-                    action = self.on_main_thread(lambda: runner.plan_from(checked))
+                    action = self.on_main_thread(lambda: runner.plan_from(history))
                 else:
-                    obs = self.contract.check_step(request.get("obs"))
+                    obs = request.get("obs")  # the runner checks it against the contract, before its history
                     action = self.on_main_thread(lambda: runner.plan(obs) if request.get("chunk") else runner.act(obs))
                 if len(runner.latencies_ms) > calls:
                     infer_ms = runner.latencies_ms[-1]

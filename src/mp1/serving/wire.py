@@ -14,6 +14,8 @@ import numpy as np
 
 ARRAY_KEY = "__ndarray__"
 ALLOWED_KINDS = "biuf"  # bool, signed and unsigned integers, floats
+# Observation keys that carry a pipeline's raw frames (one per camera), sent in their own dtype.
+FRAME_KEYS = ("depth", "colour", "camera_poses")
 
 
 class WireError(ValueError):
