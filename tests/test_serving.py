@@ -195,6 +195,53 @@ def test_health_token_and_sigterm(policy_file):
     assert log.count("refused: missing or wrong token") == 2 and "Traceback" not in log
 
 
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_a_signal_during_inference_answers_every_client_and_stops_within_2_s(policy_file, stop):
+    """Ctrl-C (SIGINT) or SIGTERM while three clients keep the policy busy: the server exits within
+    2 s, and every client ends with a clear `PolicyServerError` (the refusal of its waiting request,
+    or the closed connection), none hangs and no traceback is printed."""
+    import signal
+    import threading
+    import time
+
+    port = free_port()
+    process = start_server(policy_file, port)
+    PolicyClient(port=port, reconnect_s=120).close()
+    obs = {"point_cloud": np.random.rand(512, 3).astype(np.float32), "agent_pos": np.zeros(9, np.float32)}
+    endings: list[BaseException] = []
+    served = threading.Semaphore(0)
+
+    def busy_client() -> None:
+        with PolicyClient(port=port, reconnect_s=0.5, timeout_s=10) as client:
+            try:
+                while True:
+                    client.act(obs, chunk=True)
+                    served.release()
+            except BaseException as error:  # noqa: BLE001 - what ended it is the result
+                endings.append(error)
+
+    threads = [threading.Thread(target=busy_client) for _ in range(3)]
+    try:
+        for thread in threads:
+            thread.start()
+        for _ in range(30):  # the policy is busy: requests are being answered and queued
+            assert served.acquire(timeout=60)
+        process.send_signal(getattr(signal, stop))
+        start = time.monotonic()
+        process.wait(timeout=10)
+        assert time.monotonic() - start < 2.0
+        for thread in threads:
+            thread.join(timeout=15)
+        assert not any(thread.is_alive() for thread in threads), "a client hangs"
+    finally:
+        process.kill()
+        process.wait()
+    assert len(endings) == 3 and all(isinstance(error, PolicyServerError) for error in endings), endings
+    assert all("shutting down" in str(error) or "no policy server" in str(error) for error in endings), endings
+    assert "server stopped" in process.stdout.read()
+    assert "Traceback" not in process.stderr.read()
+
+
 def test_streaming_client_asks_ahead_and_drops_the_steps_it_missed(policy_file, server):
     from mp1.serving import StreamingClient
 
