@@ -59,6 +59,16 @@ def test_observation_layout(make_env) -> None:
     np.testing.assert_array_equal(info["full_state"], env.full_state)
 
 
+def test_depth_alone_is_the_depth_of_the_images(make_env) -> None:
+    """`render_depth` returns the same depth frame as `render_images`, without the colour frame."""
+    images = make_env("button-press-v3", num_points=64, image_size=64, render_images=True)
+    depth_only = make_env("button-press-v3", num_points=64, image_size=64, render_depth=True)
+    expected, obs = images.reset(seed=3)[0], depth_only.reset(seed=3)[0]
+    assert "rgb" not in obs and "rgb" not in depth_only.observation_space.spaces
+    assert depth_only.observation_space.contains(obs)
+    np.testing.assert_array_equal(obs["depth"], expected["depth"])
+
+
 def test_cloud_geometry_button_press(make_env) -> None:
     env = make_env()
     obs, info = env.reset()

@@ -37,8 +37,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(policy_file, port):
-    return subprocess.Popen([sys.executable, "-m", "mp1", "serve", str(policy_file), "--port", str(port)],
+def start_server(policy_file, port, *options):
+    return subprocess.Popen([sys.executable, "-m", "mp1", "serve", str(policy_file), "--port", str(port), *options],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -205,8 +205,9 @@ def test_a_signal_during_inference_answers_every_client_and_stops_within_2_s(pol
     import time
 
     port = free_port()
-    process = start_server(policy_file, port)
-    PolicyClient(port=port, reconnect_s=120).close()
+    process = start_server(policy_file, port, "--threads", "1")
+    with PolicyClient(port=port, reconnect_s=120) as client:
+        assert client.metadata["threads"] == 1
     obs = {"point_cloud": np.random.rand(512, 3).astype(np.float32), "agent_pos": np.zeros(9, np.float32)}
     endings: list[BaseException] = []
     served = threading.Semaphore(0)

@@ -274,7 +274,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     try:
         run_server(args.policy, args.host, args.port, args.device, args.seed, args.noise_scale, args.steps, args.token,
-                   args.backend)
+                   args.backend, args.threads)
     except KeyboardInterrupt:
         import logging
         import os
@@ -455,6 +455,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="onnx: export the one-step policy at start and run it with onnxruntime (CPU; needs mp1[onnx])",
     )
     serve.add_argument("--seed", type=int, default=0, help="connection i's sampling noise starts from SEED + i")
+    serve.add_argument(
+        "--threads", type=int, default=0,
+        help="CPU threads for the policy (0: the library's default); 1 keeps inference steady on a computer whose "
+        "cores also run the robot's drivers and control loop",
+    )
     serve.add_argument(
         "--token", help="a shared token every client must send (default: $MP1_SERVE_TOKEN; none: no check, keep to loopback)"
     )

@@ -141,6 +141,8 @@ class AdroitEnv(PointCloudEnv):
         use_rgb: append colour in [0, 1] to each point (N, 6).
         render_images: also return ``"rgb"`` (H, W, 3) uint8 and ``"depth"`` (H, W) float32
             metric z-depth.
+        render_depth: also return ``"depth"`` alone, without the colour frame's rendering: what
+            a depth camera gives a stand-in robot (``benchmarks/standin_robot.py``).
         max_episode_steps: truncation limit; default gymnasium-robotics' registered horizon
             (200 for all three tasks, as mj_envs' door and hammer; its pen had 100).
         expert: the imported DAPG policy: an ``.npz`` file, or a folder holding
@@ -161,6 +163,7 @@ class AdroitEnv(PointCloudEnv):
         crop_high: tuple[float, float, float] | None = None,
         use_rgb: bool = False,
         render_images: bool = False,
+        render_depth: bool = False,
         max_episode_steps: int | None = None,
         cloud_pipeline: dict | None = None,
         expert: str | Path | None = None,
@@ -185,7 +188,7 @@ class AdroitEnv(PointCloudEnv):
         crop_box = (task_low if crop_low is None else crop_low, task_high if crop_high is None else crop_high)
         super().__init__(
             inner, task, seed, num_points, image_size, CAMERA, crop_box, len(HAND_JOINTS), use_rgb, render_images,
-            max_episode_steps or spec.max_episode_steps, cloud_pipeline,
+            max_episode_steps or spec.max_episode_steps, cloud_pipeline, render_depth,
         )
         self.action_space = inner.action_space
         self.expert_path = self._expert_file(expert)

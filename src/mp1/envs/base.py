@@ -39,6 +39,7 @@ class PointCloudEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         render_images: bool,
         max_episode_steps: int,
         cloud_pipeline: dict[str, Any] | None = None,
+        render_depth: bool = False,
     ) -> None:
         self._env = inner
         self.task = task
@@ -48,6 +49,7 @@ class PointCloudEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.crop_low, self.crop_high = (np.asarray(bound, np.float32) for bound in crop_box)
         self.use_rgb = use_rgb
         self.render_images = render_images
+        self.render_depth = render_depth or render_images
         self.render_mode = "rgb_array"
         self.max_episode_steps = max_episode_steps
         # A recorded pipeline (its one camera this env's, at this image size) makes the clouds instead.
@@ -76,6 +78,7 @@ class PointCloudEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         }
         if render_images:
             spaces["rgb"] = gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
+        if self.render_depth:
             spaces["depth"] = gym.spaces.Box(0, np.inf, (image_size, image_size), np.float32)
         self.observation_space = gym.spaces.Dict(spaces)
         self._full_state: npt.NDArray[np.float64] | None = None
@@ -179,6 +182,7 @@ class PointCloudEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         obs = {"point_cloud": cloud, "agent_pos": self.agent_pos()}
         if self.render_images:
             obs["rgb"] = rgb
+        if self.render_depth:
             obs["depth"] = depth
         return obs
 

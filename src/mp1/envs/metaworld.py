@@ -116,6 +116,8 @@ class MetaWorldEnv(PointCloudEnv):
         use_rgb: append colour in [0, 1] to each point (N, 6).
         render_images: also return ``"rgb"`` (H, W, 3) uint8 and ``"depth"`` (H, W) float32
             metric z-depth.
+        render_depth: also return ``"depth"`` alone, without the colour frame's rendering: what
+            a depth camera gives a stand-in robot (``benchmarks/standin_robot.py``).
         max_episode_steps: truncation limit; default metaworld's ``max_path_length`` (500).
             (DP3 evaluated Meta-World with 200.)
         cloud_pipeline: a recorded ``CloudPipeline`` (as a dict) whose ``CloudMaker`` makes the
@@ -133,6 +135,7 @@ class MetaWorldEnv(PointCloudEnv):
         crop_high: tuple[float, float, float] | None = None,
         use_rgb: bool = False,
         render_images: bool = False,
+        render_depth: bool = False,
         max_episode_steps: int | None = None,
         cloud_pipeline: dict | None = None,
     ) -> None:
@@ -151,7 +154,7 @@ class MetaWorldEnv(PointCloudEnv):
         crop_box = (task_low if crop_low is None else crop_low, task_high if crop_high is None else crop_high)
         super().__init__(
             inner, task, seed, num_points, image_size, camera, crop_box, 9, use_rgb, render_images, max_episode_steps,
-            cloud_pipeline,
+            cloud_pipeline, render_depth,
         )
         self.action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
         self._policy = ENV_POLICY_MAP[f"{task}-v3"]()

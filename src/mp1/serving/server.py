@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
@@ -68,8 +69,12 @@ class ShuttingDown(RuntimeError):
 class PolicyServer:
     def __init__(
         self, policy_path: str | Path, device: str = "cpu", seed: int = 0, noise_scale: float | None = None,
-        steps: int | None = None, token: str | None = None, backend: str = "torch",
+        steps: int | None = None, token: str | None = None, backend: str = "torch", threads: int = 0,
     ):
+        if threads < 0:
+            raise ValueError(f"threads must be >= 0 (0: the library's default), got {threads}")
+        if threads:
+            torch.set_num_threads(threads)
         payload = read_policy_file(policy_path)
         self.policy = Policy.from_payload(payload, device=device, source=str(policy_path))
         self.policy.set_sampling(noise_scale, steps)
@@ -79,7 +84,7 @@ class PolicyServer:
 
             if device != "cpu":
                 raise ValueError("--backend onnx runs onnxruntime on the CPU; use --device cpu")
-            self.policy = OnnxPolicy(self.policy, (extra.get("observation") or {}).get("num_points", 512))
+            self.policy = OnnxPolicy(self.policy, (extra.get("observation") or {}).get("num_points", 512), threads)
         elif backend != "torch":
             raise ValueError(f"unknown backend {backend!r}; choose torch or onnx")
         self.seed = seed
@@ -89,7 +94,8 @@ class PolicyServer:
             "task": extra.get("task"), "observation": extra.get("observation"),
             "n_obs_steps": c.n_obs_steps, "n_action_steps": c.n_action_steps, "horizon": c.horizon,
             "action_dim": c.action_dim, "state_dim": c.state_dim, "point_dim": c.point_dim,
-            "device": str(self.policy.device), "backend": backend, "noise_scale": c.noise_scale,
+            "device": str(self.policy.device), "backend": backend, "threads": threads or torch.get_num_threads(),
+            "noise_scale": c.noise_scale,
             "sample_steps": c.objective.sample_steps, "pipeline": extra.get("pipeline"),
         }
         self.contract = ObservationContract.of(c, extra)
@@ -203,12 +209,14 @@ def health(connection: ServerConnection, request: Request) -> Response | None:
 def run_server(
     policy_path: str | Path, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu", seed: int = 0,
     noise_scale: float | None = None, steps: int | None = None, token: str | None = None, backend: str = "torch",
+    threads: int = 0,
 ) -> None:
-    """Serves until SIGINT or SIGTERM. `token` defaults to the MP1_SERVE_TOKEN environment variable."""
+    """Serves until SIGINT or SIGTERM. `token` defaults to the MP1_SERVE_TOKEN environment variable;
+    `threads` (0: torch's or onnxruntime's default) bounds the policy's CPU threads."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     token = token if token is not None else os.environ.get(TOKEN_ENV) or None
     server = PolicyServer(policy_path, device=device, seed=seed, noise_scale=noise_scale, steps=steps, token=token,
-                          backend=backend)
+                          backend=backend, threads=threads)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops the server as Ctrl-C does
     with serve(server.handle, host, port, max_size=MAX_FRAME_BYTES, compression=None, process_request=health) as websocket_server:
         connections = threading.Thread(target=websocket_server.serve_forever, daemon=True)
