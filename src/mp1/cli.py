@@ -7,6 +7,8 @@ import argparse
 import ast
 import importlib.util
 import io
+import logging
+import os
 import sys
 import tokenize
 from pathlib import Path
@@ -276,9 +278,6 @@ def cmd_serve(args: argparse.Namespace) -> None:
         run_server(args.policy, args.host, args.port, args.device, args.seed, args.noise_scale, args.steps, args.token,
                    args.backend, args.threads)
     except KeyboardInterrupt:
-        import logging
-        import os
-
         print("server stopped", flush=True)
         # Every client is answered and the log flushed: skip the interpreter's teardown, which
         # spends 1-2 s unloading torch, so that a supervisor's stop is prompt.

@@ -94,7 +94,7 @@ class PolicyServer:
             "task": extra.get("task"), "observation": extra.get("observation"),
             "n_obs_steps": c.n_obs_steps, "n_action_steps": c.n_action_steps, "horizon": c.horizon,
             "action_dim": c.action_dim, "state_dim": c.state_dim, "point_dim": c.point_dim,
-            "device": str(self.policy.device), "backend": backend, "threads": threads or torch.get_num_threads(),
+            "device": str(self.policy.device), "backend": backend, "threads": threads,  # 0: the library's default
             "noise_scale": c.noise_scale,
             "sample_steps": c.objective.sample_steps, "pipeline": extra.get("pipeline"),
         }
