@@ -17,6 +17,12 @@ if TYPE_CHECKING:  # imported by whoever loads the policy (mp1.runtime.load_poli
     from mp1.policies import Policy
 
 
+def recorded_cloud_maker(extra: dict) -> CloudMaker | None:
+    """The cloud maker of the pipeline a policy file records (`extra`), if its store had one."""
+    pipeline = extra.get("pipeline")
+    return CloudMaker(CloudPipeline.from_dict(pipeline)) if pipeline else None
+
+
 class PolicyRunner:
     """Keeps the last `n_obs_steps` observations and hands out the next action of the current
     chunk (`act`), asking the policy for a new chunk when the last one is used up; or a whole
@@ -51,9 +57,7 @@ class PolicyRunner:
 
         payload = read_policy_file(path)
         policy, extra = Policy.from_payload(payload, device=device, source=str(path)), payload["extra"]
-        pipeline = extra.get("pipeline")
-        return cls(policy, seed, CloudMaker(CloudPipeline.from_dict(pipeline)) if pipeline else None,
-                   ObservationContract.of(policy.config, extra))
+        return cls(policy, seed, recorded_cloud_maker(extra), ObservationContract.of(policy.config, extra))
 
     def reset(self, seed: int | None = None) -> None:
         """A new episode: no history, no pending actions, and the noise reseeded when `seed` is given."""

@@ -49,8 +49,9 @@ from websockets.sync.server import ServerConnection, serve
 
 import mp1
 from mp1.policies.policy import Policy, read_policy_file
-from mp1.runtime import CloudMaker, CloudPipeline, PolicyRunner
+from mp1.runtime import PolicyRunner
 from mp1.runtime.contract import ObservationContract
+from mp1.runtime.runner import recorded_cloud_maker
 from mp1.serving.wire import WireError, pack, unpack
 
 
@@ -101,7 +102,7 @@ class PolicyServer:
         self.contract = ObservationContract.of(c, extra)
         self.metadata["contract"] = self.contract.to_dict()
         # One maker for every connection (it holds per-pixel tables); raw depth is accepted when the policy records its pipeline.
-        self.cloud_maker = CloudMaker(CloudPipeline.from_dict(extra["pipeline"])) if extra.get("pipeline") else None
+        self.cloud_maker = recorded_cloud_maker(extra)
         self.token = token
         self._connections = itertools.count()
         self._jobs: queue.Queue[tuple[Callable[[], Any], Future]] = queue.Queue()
