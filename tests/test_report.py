@@ -117,6 +117,37 @@ def test_sweep_report_headline_outside_the_development_set(tmp_path):
     assert "| mp1 vs dp3 | 0 / 1 / 0 | 0 / 1 / 0 |" in headline and "easy" not in headline.split("## Methods")[0]
 
 
+def test_sweep_report_counts_inference_knobs_as_variants_of_the_same_run(tmp_path):
+    """`mp1 eval RUN --noise-scale 0` on the strict evaluation's episodes is a column of its own
+    (compared with DP3 like any method, with its own latency and no training time counted again);
+    a re-evaluation on other episodes, or without knobs, is not."""
+    for task, (plain, zero, dp3) in {"metaworld/button-press": (0.38, 0.98, 0.74), "metaworld/push": (0.5, 0.5, 0.5)}.items():
+        fake_run(tmp_path, task, "mp1-tuned", 0, plain, plain, folder="policy=mp1-tuned")
+        fake_run(tmp_path, task, "dp3", 0, dp3, dp3, folder="policy=dp3")
+        evals = tmp_path / task.replace("/", "_") / "policy=mp1-tuned" / "eval"
+        evals.mkdir()
+        for name, seed, episodes, sampling, success in (
+            ("eval_seed1000_50ep_noise_scale0.0.json", 1000, 50, {"noise_scale": 0.0, "steps": None}, zero),
+            ("eval_seed1000_50ep.json", 1000, 50, {"noise_scale": None, "steps": None}, 0.0),
+            ("eval_seed0_20ep_steps2.json", 0, 20, {"noise_scale": None, "steps": 2}, 0.0),
+        ):
+            (evals / name).write_text(json.dumps({"seed": seed, "episodes": episodes, "success_rate": success,
+                                                  "latency_p50_ms": 6.5, "device": "cpu", "sampling": sampling}))
+    for run in tmp_path.rglob("final.json"):  # runs record the strict evaluation's first seed
+        final = json.loads(run.read_text())
+        final["strict_protocol"]["seed"] = 1000
+        run.write_text(json.dumps(final))
+    rows = collect_runs(tmp_path)
+    assert sorted({r["policy"] for r in rows}) == ["dp3", "mp1-tuned", "mp1-tuned[noise_scale=0.0]"]
+    text = write_sweep_report(tmp_path).read_text()
+    # Columns: dp3, mp1-tuned, then the knob, which has no periodic evaluations (DP3's protocol: –).
+    assert "| metaworld/button-press | easy | 74.0 (n=1) | 74.0 (n=1) | 38.0 (n=1) | 38.0 (n=1) | 98.0 (n=1) | – |" in text
+    assert "| mp1-tuned vs dp3 | 0 / 0 / 1 | 0 / 1 / 0 | 0 / 1 / 1 |" in text
+    assert "| mp1-tuned[noise_scale=0.0] vs dp3 | 1 / 0 / 0 | 0 / 1 / 0 | 1 / 1 / 0 |" in text
+    # Its own latency, and no training time counted again.
+    assert "| mp1-tuned[noise_scale=0.0] | – | – | 6.50 ms | cpu | 2 | – |" in text
+
+
 def test_sweep_report_names_runs_that_differ_in_recipe(tmp_path):
     """Runs of one column with different recipes are listed, key by key; the task's data sizes
     are no recipe, and runs that recorded none are not compared."""

@@ -108,21 +108,23 @@ WIDE_TABLE_METHODS = 4
 
 
 def collect_runs(root: str | Path) -> list[dict]:
-    """One row per finished run (a folder with final.json) below `root`. A run's variant is its
-    policy plus its policy-config overrides and any other setting a sweep varied (its folder's
-    `key=value` levels), so ablations and settings never average into the plain method."""
+    """One row per finished run (a folder with final.json) below `root`, and one per re-evaluation
+    of it with inference knobs (`knob_rows`). A run's variant is its policy plus its policy-config
+    overrides and any other setting a sweep varied (its folder's `key=value` levels), so ablations
+    and settings never average into the plain method."""
     root = Path(root)
     rows = []
     for path in sorted(root.rglob("final.json")):
         final = json.loads(path.read_text())
         strict = final.get("strict_protocol", {})
+        overrides = run_overrides(final, path.parent)
         swept = [
             part for part in path.parent.relative_to(root).parts
             if "=" in part and not part.startswith(("model.", *(f"{key}=" for key in NOT_A_VARIANT)))
         ]
         rows.append({
             "run": str(path.parent), "task": final["task"],
-            "policy": variant_name(final["policy"], run_overrides(final, path.parent), swept),
+            "policy": variant_name(final["policy"], overrides, swept),
             "preset": final["preset"], "seed": final["seed"], "demos": final["demos"], "steps": final["steps"],
             "strict": number(final.get("strict_protocol_success")), "episodes": strict.get("episodes", 0),
             "dp3": number(final.get("dp3_protocol_success")) if final["periodic_evaluations"] else float("nan"),
@@ -132,7 +134,26 @@ def collect_runs(root: str | Path) -> list[dict]:
             "curve": [(e["step"], e["success_rate"], e.get("train_seconds"))
                       for e in final["periodic_evaluations"] if "success_rate" in e],
         })
+        rows += [{**rows[-1], "policy": variant_name(final["policy"], overrides, [*swept, *knobs]), **fields}
+                 for knobs, fields in knob_rows(path.parent, strict)]
     return rows
+
+
+def knob_rows(run: Path, strict: dict) -> list[tuple[list[str], dict]]:
+    """The run's re-evaluations with inference knobs (`mp1 eval RUN --noise-scale S --steps K`,
+    saved in its `eval/`) on the strict evaluation's own episodes (same first seed and count), so
+    that they compare episode for episode: per file, its knob settings and the row fields it
+    replaces. The weights are the run's, so no training time or periodic curve is counted again."""
+    found = []
+    for path in sorted((run / "eval").glob("eval_seed*.json")):
+        result = json.loads(path.read_text())
+        knobs = [f"{key}={value}" for key, value in (result.get("sampling") or {}).items() if value is not None]
+        if knobs and (result["seed"], result["episodes"]) == (strict.get("seed"), strict.get("episodes")):
+            found.append((knobs, {
+                "strict": number(result["success_rate"]), "dp3": float("nan"), "latency_p50_ms": number(result["latency_p50_ms"]),
+                "device": result["device"], "train_seconds": float("nan"), "recipe": None, "curve": [],
+            }))
+    return found
 
 
 def run_overrides(final: dict, run: Path) -> dict:

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Issue #22's inference knobs on the 37-task table, no retraining: every finished mp1-tuned run of
+# benchmarks/table37.sh whose policy file is still on this machine is evaluated again on its
+# strict evaluation's own episodes (50, environment seeds 1000 on) with the initial noise scaled
+# to 0 and to 0.5, and with 2-step sampling. `mp1 report benchmarks/results/table37` shows each as
+# a column of its own (mp1-tuned[noise_scale=0.0], ...), compared with DP3 like any method.
+# Policy files stay out of git and leave with the machine; the evaluations' JSON files are kept,
+# so run this in the session that trained the runs. Finished evaluations are skipped.
+#   bash benchmarks/table37_knobs.sh            (DIR, EPISODES, SEED override the defaults)
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/setup.sh"
+cd "$ROOT"
+DIR=${DIR:-benchmarks/results/table37}
+EPISODES=${EPISODES:-50}
+SEED=${SEED:-1000}
+# The suffix `mp1 eval` gives its result file for each setting, and the setting.
+KNOBS=("noise_scale0.0|--noise-scale 0" "noise_scale0.5|--noise-scale 0.5" "steps2|--steps 2")
+for run in "$DIR"/*/policy=mp1-tuned; do
+    [ -e "$run/final.json" ] && [ -e "$run/policy_latest.pt" ] || continue
+    for knob in "${KNOBS[@]}"; do
+        suffix=${knob%%|*}
+        [ -e "$run/eval/eval_seed${SEED}_${EPISODES}ep_${suffix}.json" ] && continue
+        # shellcheck disable=SC2086  # the setting is two words
+        mp1 eval "$run" --episodes "$EPISODES" --seed "$SEED" ${knob#*|}
+    done
+done
