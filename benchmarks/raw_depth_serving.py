@@ -1,11 +1,18 @@
 """Issue #24's serving targets on loopback, one cpu-preset mp1-tuned policy (random weights: the
-cost does not depend on them) whose file records a 640x480 camera pipeline (1024 points):
+cost does not depend on them) whose file records a 640x480 camera pipeline:
 
 * round trip of `PolicyClient.act(chunk=True)` sending a ready cloud, and sending the raw
   640x480 uint16 depth frame instead (the server makes the cloud): target <= 6 ms more p50;
 * the same with cloud through `mp1 serve --backend onnx`: target p50 <= half of torch eager's.
 
-    python benchmarks/raw_depth_serving.py [--calls 200] [--out benchmarks/results/serve]
+The frames show a table 0.8 m below the camera with three boxes on it. The cloud maker's cost
+grows with the pixels inside the crop box, so raw depth is timed with two boxes: the workspace
+above the table (``objects``: the table cropped out, as DP3's pipelines crop it; ~14,000 pixels
+in the box) and one that starts 1 cm below the table top (``table``: ~284,000 of the 307,200
+pixels, the worst case). Each point count in ``--points`` is a separate policy and run (512:
+what every simulated task of mp1 uses).
+
+    python benchmarks/raw_depth_serving.py [--calls 200] [--points 512,1024] [--out benchmarks/results/serve]
 
 Run on a quiet machine and note the load average (it is written with the results).
 """
@@ -29,13 +36,18 @@ from mp1.runtime import Camera, CloudMaker, CloudPipeline, LinearNormalizer
 from mp1.serving import PolicyClient
 
 
-def camera_pipeline() -> CloudPipeline:
+#: Crop boxes (low z, high z) in the base frame, whose z = 0 is the table top.
+CROP_HEIGHTS = {"objects": (0.02, 0.4), "table": (-0.01, 0.4)}
+
+
+def camera_pipeline(scene_name: str, num_points: int) -> CloudPipeline:
     """A RealSense-like camera 0.8 m above a table, looking down."""
     extrinsics = np.eye(4)
     extrinsics[:3, :3] = np.diag([1.0, -1.0, -1.0])
     extrinsics[2, 3] = 0.8
     camera = Camera("front", 640, 480, [[615.0, 0, 319.5], [0, 615.0, 239.5], [0, 0, 1]], extrinsics, max_depth=2.0)
-    return CloudPipeline((camera,), crop_low=(-0.4, -0.3, -0.01), crop_high=(0.4, 0.3, 0.4), num_points=1024)
+    low, high = CROP_HEIGHTS[scene_name]
+    return CloudPipeline((camera,), crop_low=(-0.4, -0.3, low), crop_high=(0.4, 0.3, high), num_points=num_points)
 
 
 def scene(rng: np.random.Generator) -> np.ndarray:
@@ -56,55 +68,82 @@ def serve(policy_file: Path, backend: str) -> tuple[subprocess.Popen, int]:
     return process, port
 
 
-def round_trips(port: int, observations: list[dict], calls: int) -> list[float]:
+def round_trips(port: int, observations: list[dict], calls: int) -> dict[str, list[float]]:
+    """Per call: the round trip, the server's part of it (from the request's arrival to its reply,
+    cloud making included) and the policy's (`infer_ms`), all in ms."""
     with PolicyClient(port=port, reconnect_s=180) as client:
         for obs in observations[:10]:  # warm-up
             client.act(obs, chunk=True)
-        times = []
+        times: dict[str, list[float]] = {"round_trip": [], "server": [], "policy": []}
         for i in range(calls):
             start = time.perf_counter()
             client.act(observations[i % len(observations)], chunk=True)
-            times.append((time.perf_counter() - start) * 1e3)
+            times["round_trip"].append((time.perf_counter() - start) * 1e3)
+            times["server"].append(client.last_timing["server_ms"])
+            times["policy"].append(client.last_timing["infer_ms"])
     return times
+
+
+def policy_file(folder: Path, pipeline: CloudPipeline, clouds: list[np.ndarray], states: list[np.ndarray]) -> Path:
+    """A cpu-preset mp1-tuned file (random weights) that records ``pipeline``."""
+    policy = make_policy("mp1-tuned", preset="cpu")
+    dims = {"point_cloud": 3, "agent_pos": 9, "action": 4}
+    fit = {"point_cloud": np.concatenate(clouds), "agent_pos": np.stack(states), "action": np.linspace(-1, 1, 64).reshape(16, 4)}
+    policy.set_normalizer(LinearNormalizer(dims).fit(fit))
+    path = folder / f"policy_{len(list(folder.iterdir()))}.pt"
+    policy.save(path, extra={"observation": {"num_points": pipeline.num_points}, "pipeline": pipeline.to_dict()})
+    return path
+
+
+def timed_case(path: Path, backend: str, observations: list[dict], calls: int) -> dict[str, float]:
+    process, port = serve(path, backend)
+    try:
+        times = round_trips(port, observations, calls)
+    finally:
+        process.kill()
+        process.wait()
+    return {"p50_ms": float(np.median(times["round_trip"])), "p90_ms": float(np.percentile(times["round_trip"], 90)),
+            "server_p50_ms": float(np.median(times["server"])), "policy_p50_ms": float(np.median(times["policy"]))}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--points", default="512,1024", help="comma-separated point counts, one run each")
     parser.add_argument("--out", default="benchmarks/results/serve")
     args = parser.parse_args()
 
-    pipeline, rng = camera_pipeline(), np.random.default_rng(0)
-    maker = CloudMaker(pipeline)
+    rng = np.random.default_rng(0)
     frames = [scene(rng) for _ in range(8)]
-    clouds = [maker(frame) for frame in frames]
     states = [rng.random(9).astype(np.float32) for _ in frames]
-    policy = make_policy("mp1-tuned", preset="cpu")
-    dims = {"point_cloud": 3, "agent_pos": 9, "action": 4}
-    fit = {"point_cloud": np.concatenate(clouds), "agent_pos": np.stack(states), "action": rng.random((16, 4))}
-    policy.set_normalizer(LinearNormalizer(dims).fit(fit))
-    results = {"load_average_at_start": os.getloadavg(), "calls": args.calls}
-    with tempfile.TemporaryDirectory() as folder:
-        policy_file = Path(folder) / "policy.pt"
-        policy.save(policy_file, extra={"observation": {"num_points": 1024}, "pipeline": pipeline.to_dict()})
-        cases = {
-            "torch, cloud": ("torch", [{"point_cloud": c, "agent_pos": s} for c, s in zip(clouds, states)]),
-            "torch, raw depth": ("torch", [{"depth": f, "agent_pos": s} for f, s in zip(frames, states)]),
-            "onnx, cloud": ("onnx", [{"point_cloud": c, "agent_pos": s} for c, s in zip(clouds, states)]),
-        }
-        for name, (backend, observations) in cases.items():
-            process, port = serve(policy_file, backend)
-            try:
-                times = round_trips(port, observations, args.calls)
-            finally:
-                process.kill()
-                process.wait()
-            results[name] = {"p50_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90))}
-            print(f"{name:<18} p50 {results[name]['p50_ms']:6.2f} ms   p90 {results[name]['p90_ms']:6.2f} ms", flush=True)
-    extra = results["torch, raw depth"]["p50_ms"] - results["torch, cloud"]["p50_ms"]
-    ratio = results["onnx, cloud"]["p50_ms"] / results["torch, cloud"]["p50_ms"]
-    results["raw_depth_extra_p50_ms"], results["onnx_over_torch_p50"] = extra, ratio
-    print(f"raw depth costs {extra:+.2f} ms p50 (target <= 6); onnx / torch p50 = {ratio:.2f} (target <= 0.5)")
+    results: dict = {"load_average_at_start": os.getloadavg(), "calls": args.calls,
+                     "pixels_in_box": {name: int(CloudMaker(camera_pipeline(name, 512)).points(frames[0]).shape[0])
+                                       for name in CROP_HEIGHTS}}
+    for num_points in (int(n) for n in args.points.split(",")):
+        pipelines = {name: camera_pipeline(name, num_points) for name in CROP_HEIGHTS}
+        clouds = [CloudMaker(pipelines["table"])(frame) for frame in frames]
+        run: dict = {}
+        with tempfile.TemporaryDirectory() as folder:
+            files = {name: policy_file(Path(folder), pipeline, clouds, states) for name, pipeline in pipelines.items()}
+            with_clouds = [{"point_cloud": c, "agent_pos": s} for c, s in zip(clouds, states)]
+            with_depth = [{"depth": f, "agent_pos": s} for f, s in zip(frames, states)]
+            cases = {
+                "torch, cloud": (files["table"], "torch", with_clouds),
+                **{f"torch, raw depth, {name}": (files[name], "torch", with_depth) for name in CROP_HEIGHTS},
+                "onnx, cloud": (files["table"], "onnx", with_clouds),
+            }
+            for name, case in cases.items():
+                run[name] = timed_case(*case, args.calls)
+                print(f"{num_points} points, {name:<26} p50 {run[name]['p50_ms']:6.2f} ms   p90 {run[name]['p90_ms']:6.2f} ms"
+                      f"   (server {run[name]['server_p50_ms']:5.2f}, policy {run[name]['policy_p50_ms']:5.2f})", flush=True)
+        cloud_p50 = run["torch, cloud"]["p50_ms"]
+        run["raw_depth_extra_p50_ms"] = {name: run[f"torch, raw depth, {name}"]["p50_ms"] - cloud_p50 for name in CROP_HEIGHTS}
+        run["onnx_over_torch_p50"] = run["onnx, cloud"]["p50_ms"] / cloud_p50
+        extra = ", ".join(f"{name} {value:+.2f} ms" for name, value in run["raw_depth_extra_p50_ms"].items())
+        print(f"{num_points} points: raw depth costs {extra} p50 (target <= 6); "
+              f"onnx / torch p50 = {run['onnx_over_torch_p50']:.2f} (target <= 0.5)")
+        results[f"{num_points} points"] = run
+    results["load_average_at_end"] = os.getloadavg()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "raw_depth_serving.json").write_text(json.dumps(results, indent=1))
