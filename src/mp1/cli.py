@@ -214,8 +214,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     path = out_dir / f"eval_seed{args.seed}_{args.episodes}ep{knobs}.json"
     result.save(path)
     low, high = result.confidence_interval
+    settings = "".join(f" {key}={value}" for key, value in sampling.items() if value is not None)
     print(
-        f"{task}{knobs.replace('_', ' ')}: success {100 * result.success_rate:.1f}% over {args.episodes} episodes "
+        f"{task}{settings}: success {100 * result.success_rate:.1f}% over {args.episodes} episodes "
         f"(strict protocol; 95% CI {100 * low:.1f}-{100 * high:.1f}); "
         f"predict_action p50 {result.latency_p50_ms:.2f} ms, p99 {result.latency_p99_ms:.2f} ms on {result.device}"
     )
