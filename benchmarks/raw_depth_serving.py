@@ -84,13 +84,12 @@ def round_trips(port: int, observations: list[dict], calls: int) -> dict[str, li
     return times
 
 
-def policy_file(folder: Path, pipeline: CloudPipeline, clouds: list[np.ndarray], states: list[np.ndarray]) -> Path:
-    """A cpu-preset mp1-tuned file (random weights) that records ``pipeline``."""
+def policy_file(path: Path, pipeline: CloudPipeline, clouds: list[np.ndarray], states: list[np.ndarray]) -> Path:
+    """Writes a cpu-preset mp1-tuned file (random weights) that records ``pipeline`` to ``path``."""
     policy = make_policy("mp1-tuned", preset="cpu")
     dims = {"point_cloud": 3, "agent_pos": 9, "action": 4}
     fit = {"point_cloud": np.concatenate(clouds), "agent_pos": np.stack(states), "action": np.linspace(-1, 1, 64).reshape(16, 4)}
     policy.set_normalizer(LinearNormalizer(dims).fit(fit))
-    path = folder / f"policy_{len(list(folder.iterdir()))}.pt"
     policy.save(path, extra={"observation": {"num_points": pipeline.num_points}, "pipeline": pipeline.to_dict()})
     return path
 
@@ -124,7 +123,7 @@ def main() -> None:
         clouds = [CloudMaker(pipelines["table"])(frame) for frame in frames]
         run: dict = {}
         with tempfile.TemporaryDirectory() as folder:
-            files = {name: policy_file(Path(folder), pipeline, clouds, states) for name, pipeline in pipelines.items()}
+            files = {name: policy_file(Path(folder) / f"{name}.pt", pipeline, clouds, states) for name, pipeline in pipelines.items()}
             with_clouds = [{"point_cloud": c, "agent_pos": s} for c, s in zip(clouds, states)]
             with_depth = [{"depth": f, "agent_pos": s} for f, s in zip(frames, states)]
             cases = {
