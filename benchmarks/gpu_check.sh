@@ -13,6 +13,7 @@
 #   bash benchmarks/gpu_check.sh                  # on a CUDA machine (needs a CUDA build of torch)
 #   DEVICE=cpu PRESET=cpu CALLS=2 WARMUP=1 TRAIN_STEPS=1 TRAIN_BATCH=4 EPOCHS=1 PAPER_EPOCHS=1 PAPER_PRESET=cpu \
 #       DEMOS=2 EPISODES=1 JOBS=2 COMPILE_TIMEOUT=60 OUT=/tmp/gpu_check bash benchmarks/gpu_check.sh   # CPU dry run
+#       (tests/test_gpu_path.py runs a smaller one: TRAIN_ARGS there shrinks the networks)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -31,6 +32,7 @@ JOBS=${JOBS:-8}
 COMPILE_TIMEOUT=${COMPILE_TIMEOUT:-150}
 OUT=${OUT:-benchmarks/results/gpu_check}
 MP1=${MP1:-mp1}  # the CLI; set MP1="python -m mp1" where mp1 is not installed as a command
+TRAIN_ARGS=${TRAIN_ARGS:-}  # more `mp1 train` overrides for every run, e.g. a smaller network in the dry run
 mkdir -p "$OUT"
 run() { echo "+ $*" >&2; "$@"; }
 SECONDS=0
@@ -49,8 +51,9 @@ run timeout "$COMPILE_TIMEOUT" $MP1 bench latency --preset "$PRESET" --device "$
 run $MP1 demos metaworld/button-press --episodes "$DEMOS" --jobs "$JOBS" --out-dir "$OUT/demos"
 train() {  # name, then key=value overrides
     local name=$1; shift
+    # shellcheck disable=SC2086  # TRAIN_ARGS is a list of overrides
     run $MP1 train task=metaworld/button-press demos="$DEMOS" data_dir="$OUT/demos" device="$DEVICE" \
-        batch_size="$TRAIN_BATCH" warmup_steps=50 eval_every=0 eval_jobs="$JOBS" video=false run_dir="$OUT/train/$name" "$@"
+        batch_size="$TRAIN_BATCH" warmup_steps=50 eval_every=0 eval_jobs="$JOBS" video=false run_dir="$OUT/train/$name" "$@" $TRAIN_ARGS
 }
 train strict-mp1-cpu-fp32 policy=mp1 preset=cpu epochs="$EPOCHS" final_eval_episodes="$EPISODES"
 for policy in mp1 dp3; do

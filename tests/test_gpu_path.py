@@ -99,8 +99,9 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    settings = dict(DEVICE="cpu", PRESET="cpu", PAPER_PRESET="cpu", CALLS="2", WARMUP="1", TRAIN_STEPS="1", TRAIN_BATCH="16",
-                    EPOCHS="1", PAPER_EPOCHS="1", DEMOS="2", EPISODES="1", JOBS="1", COMPILE_TIMEOUT="1",
+    tiny = "model.unet.down_dims=[16,32,64] model.unet.time_embed_dim=16 model.encoder.point_hidden_dims=[16,32]"
+    settings = dict(DEVICE="cpu", PRESET="cpu", PAPER_PRESET="cpu", CALLS="2", WARMUP="1", TRAIN_STEPS="1", TRAIN_BATCH="2",
+                    EPOCHS="1", PAPER_EPOCHS="1", DEMOS="1", EPISODES="1", JOBS="1", COMPILE_TIMEOUT="1", TRAIN_ARGS=tiny,
                     OUT=str(tmp_path), MP1=f"{sys.executable} -m mp1", OMP_NUM_THREADS="1")
     result = subprocess.run(["bash", str(root / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True,
                             timeout=900, env={**os.environ, **settings})
