@@ -5,12 +5,17 @@ cost does not depend on them) whose file records a 640x480 camera pipeline:
   640x480 uint16 depth frame instead (the server makes the cloud): target <= 6 ms more p50;
 * the same with cloud through `mp1 serve --backend onnx`: target p50 <= half of torch eager's.
 
+The raw frame and the cloud take turns call by call on the same server, so that difference is
+measured in one process and the same minutes (separate runs of one server differed by up to 3 ms
+p50 here); ONNX and torch are separate servers, run one after the other (two servers at once on 2
+cores slow each other: their idle threads spin).
+
 The frames show a table 0.8 m below the camera with three boxes on it. The cloud maker's cost
 grows with the pixels inside the crop box, so raw depth is timed with two boxes: the workspace
 above the table (``objects``: the table cropped out, as DP3's pipelines crop it; ~14,000 pixels
 in the box) and one that starts 1 cm below the table top (``table``: ~284,000 of the 307,200
-pixels, the worst case). Each point count in ``--points`` is a separate policy and run (512:
-what every simulated task of mp1 uses).
+pixels, the worst case), one policy file and server each. Each point count in ``--points`` is a
+separate round of servers (512: what every simulated task of mp1 uses).
 
     python benchmarks/raw_depth_serving.py [--calls 200] [--points 512,1024] [--out benchmarks/results/serve]
 
@@ -68,19 +73,23 @@ def serve(policy_file: Path, backend: str) -> tuple[subprocess.Popen, int]:
     return process, port
 
 
-def round_trips(port: int, observations: list[dict], calls: int) -> dict[str, list[float]]:
-    """Per call: the round trip, the server's part of it (from the request's arrival to its reply,
-    cloud making included) and the policy's (`infer_ms`), all in ms."""
+def alternating_round_trips(port: int, cases: dict[str, list[dict]], calls: int) -> dict[str, dict[str, list[float]]]:
+    """Per case and call: the round trip, the server's part of it (from the request's arrival to
+    its reply, cloud making included) and the policy's (`infer_ms`), all in ms. The cases (kinds of
+    request to one server) take turns call by call, in a new random order each round, so they
+    are compared in the same process and minutes."""
+    times = {name: {"round_trip": [], "server": [], "policy": []} for name in cases}
+    order = np.random.default_rng(0)
     with PolicyClient(port=port, reconnect_s=180) as client:
-        for obs in observations[:10]:  # warm-up
-            client.act(obs, chunk=True)
-        times: dict[str, list[float]] = {"round_trip": [], "server": [], "policy": []}
-        for i in range(calls):
-            start = time.perf_counter()
-            client.act(observations[i % len(observations)], chunk=True)
-            times["round_trip"].append((time.perf_counter() - start) * 1e3)
-            times["server"].append(client.last_timing["server_ms"])
-            times["policy"].append(client.last_timing["infer_ms"])
+        for i in range(10 + calls):  # the first 10 rounds warm up
+            for name in order.permutation(list(cases)):
+                observations = cases[name]
+                start = time.perf_counter()
+                client.act(observations[i % len(observations)], chunk=True)
+                if i >= 10:
+                    times[name]["round_trip"].append((time.perf_counter() - start) * 1e3)
+                    times[name]["server"].append(client.last_timing["server_ms"])
+                    times[name]["policy"].append(client.last_timing["infer_ms"])
     return times
 
 
@@ -94,13 +103,7 @@ def policy_file(path: Path, pipeline: CloudPipeline, clouds: list[np.ndarray], s
     return path
 
 
-def timed_case(path: Path, backend: str, observations: list[dict], calls: int) -> dict[str, float]:
-    process, port = serve(path, backend)
-    try:
-        times = round_trips(port, observations, calls)
-    finally:
-        process.kill()
-        process.wait()
+def summary(times: dict[str, list[float]]) -> dict[str, float]:
     return {"p50_ms": float(np.median(times["round_trip"])), "p90_ms": float(np.percentile(times["round_trip"], 90)),
             "server_p50_ms": float(np.median(times["server"])), "policy_p50_ms": float(np.median(times["policy"]))}
 
@@ -126,18 +129,24 @@ def main() -> None:
             files = {name: policy_file(Path(folder) / f"{name}.pt", pipeline, clouds, states) for name, pipeline in pipelines.items()}
             with_clouds = [{"point_cloud": c, "agent_pos": s} for c, s in zip(clouds, states)]
             with_depth = [{"depth": f, "agent_pos": s} for f, s in zip(frames, states)]
-            cases = {
-                "torch, cloud": (files["table"], "torch", with_clouds),
-                **{f"torch, raw depth, {name}": (files[name], "torch", with_depth) for name in CROP_HEIGHTS},
-                "onnx, cloud": (files["table"], "onnx", with_clouds),
-            }
-            for name, case in cases.items():
-                run[name] = timed_case(*case, args.calls)
-                print(f"{num_points} points, {name:<26} p50 {run[name]['p50_ms']:6.2f} ms   p90 {run[name]['p90_ms']:6.2f} ms"
-                      f"   (server {run[name]['server_p50_ms']:5.2f}, policy {run[name]['policy_p50_ms']:5.2f})", flush=True)
-        cloud_p50 = run["torch, cloud"]["p50_ms"]
-        run["raw_depth_extra_p50_ms"] = {name: run[f"torch, raw depth, {name}"]["p50_ms"] - cloud_p50 for name in CROP_HEIGHTS}
-        run["onnx_over_torch_p50"] = run["onnx, cloud"]["p50_ms"] / cloud_p50
+            servers = {("torch", crop): {"cloud": with_clouds, "raw depth": with_depth} for crop in CROP_HEIGHTS}
+            servers["onnx", "table"] = {"cloud": with_clouds}
+            times = {}
+            for (backend, crop), cases in servers.items():  # one server at a time: none slows another
+                process, port = serve(files[crop], backend)
+                try:
+                    for kind, case_times in alternating_round_trips(port, cases, args.calls).items():
+                        times[f"{backend}, {kind}, {crop}"] = case_times
+                finally:
+                    process.kill()
+                    process.wait()
+        for name in times:
+            run[name] = summary(times[name])
+            print(f"{num_points} points, {name:<30} p50 {run[name]['p50_ms']:6.2f} ms   p90 {run[name]['p90_ms']:6.2f} ms"
+                  f"   (server {run[name]['server_p50_ms']:5.2f}, policy {run[name]['policy_p50_ms']:5.2f})", flush=True)
+        run["raw_depth_extra_p50_ms"] = {crop: run[f"torch, raw depth, {crop}"]["p50_ms"] - run[f"torch, cloud, {crop}"]["p50_ms"]
+                                         for crop in CROP_HEIGHTS}
+        run["onnx_over_torch_p50"] = run["onnx, cloud, table"]["p50_ms"] / run["torch, cloud, table"]["p50_ms"]
         extra = ", ".join(f"{name} {value:+.2f} ms" for name, value in run["raw_depth_extra_p50_ms"].items())
         print(f"{num_points} points: raw depth costs {extra} p50 (target <= 6); "
               f"onnx / torch p50 = {run['onnx_over_torch_p50']:.2f} (target <= 0.5)")
