@@ -1,0 +1,115 @@
+"""Issue #22, item 5: what goes wrong where a policy loses a Meta-World task of the 37-task table.
+
+Rolls out a run's policy (its policy_latest.pt must be on this machine) on its strict evaluation's
+episodes (environment seeds 1000 on), and the scripted expert on the same seeds, recording per
+episode what the simulator reports beside success:
+
+* ``reached``: the hand came near the object at some step (Meta-World's ``near_object``);
+* ``closest``: the smallest object-to-goal distance of the episode, in cm (``obj_to_target``);
+* ``still``: the share of steps in which the hand moved less than 1 mm (hesitation);
+* ``jerk``: the mean change of the action between steps (an averaged, dithering chunk shows here);
+* ``steps``: the episode's length (up to the first success).
+
+A failure is then ``never reached`` (the hand did not get to the object), ``stalled`` (it got
+there, but the object stopped short of the goal) or, by comparing with the expert, something
+slower. Writes ``<run>/eval/losses_seed1000_<N>ep.json`` and prints one summary line per run.
+
+    python benchmarks/table37_losses.py RUN [RUN ...] [--episodes 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from mp1.envs import make_env
+from mp1.evaluate import DP3_EPISODE_STEPS
+from mp1.policies import Policy
+from mp1.policies.policy import read_policy_file
+from mp1.runtime import PolicyRunner
+
+FIRST_SEED = 1000
+STILL_METRES = 0.001
+
+
+def episode(env, act, seed: int, reset) -> dict:
+    """One episode until its first success or the step limit, as the strict evaluation runs it."""
+    obs, _ = env.reset(seed=seed)
+    reset(seed)
+    hand, actions = [], []
+    reached, closest, success, steps = False, np.inf, False, 0
+    while not success:
+        action = act(obs)
+        obs, _, terminated, truncated, info = env.step(action)
+        steps += 1
+        hand.append(np.asarray(obs["agent_pos"][:3], dtype=np.float64))
+        actions.append(np.asarray(action, dtype=np.float64))
+        reached |= bool(info["near_object"])
+        closest = min(closest, float(info["obj_to_target"]))
+        success = bool(info["success"])
+        if terminated or truncated:
+            break
+    moves = np.linalg.norm(np.diff(np.stack(hand), axis=0), axis=1)
+    jerk = np.linalg.norm(np.diff(np.stack(actions), axis=0), axis=1)
+    return {"seed": seed, "success": success, "steps": steps, "reached": reached, "closest_cm": 100 * closest,
+            "still": float(np.mean(moves < STILL_METRES)) if moves.size else 0.0,
+            "jerk": float(np.mean(jerk)) if jerk.size else 0.0}
+
+
+def summary(episodes: list[dict]) -> dict:
+    failures = [e for e in episodes if not e["success"]]
+    successes = [e for e in episodes if e["success"]]
+    return {
+        "success": len(successes) / len(episodes),
+        "never_reached": sum(not e["reached"] for e in failures),
+        "stalled": sum(e["reached"] for e in failures),
+        "closest_cm_of_failures_median": float(np.median([e["closest_cm"] for e in failures])) if failures else None,
+        "steps_of_successes_median": float(np.median([e["steps"] for e in successes])) if successes else None,
+        "still_median": float(np.median([e["still"] for e in episodes])),
+        "jerk_median": float(np.median([e["jerk"] for e in episodes])),
+    }
+
+
+def line(name: str, s: dict) -> str:
+    closest = "-" if s["closest_cm_of_failures_median"] is None else f"{s['closest_cm_of_failures_median']:.1f} cm"
+    steps = "-" if s["steps_of_successes_median"] is None else f"{s['steps_of_successes_median']:.0f}"
+    return (f"{name:<48} success {100 * s['success']:5.1f}%  failures: never reached {s['never_reached']:2d}, "
+            f"stalled {s['stalled']:2d} (closest {closest})  success steps {steps}  still {s['still_median']:.2f}  "
+            f"jerk {s['jerk_median']:.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--episodes", type=int, default=50)
+    args = parser.parse_args()
+    seeds = list(range(FIRST_SEED, FIRST_SEED + args.episodes))
+    experts: dict[str, dict] = {}
+    for run in args.runs:
+        extra = read_policy_file(run / "policy_latest.pt")["extra"]
+        task = extra["task"]
+        if not task.startswith("metaworld/"):
+            raise SystemExit(f"{run}: {task} is not a Meta-World task (this script reads Meta-World's info)")
+        # The environment as `mp1 eval` makes it: the training data's observation, DP3's episode length.
+        env = make_env(task, seed=seeds[0], **extra.get("observation", {}), max_episode_steps=DP3_EPISODE_STEPS)
+        try:
+            runner = PolicyRunner(Policy.load(run / "policy_latest.pt"))
+            episodes = [episode(env, runner.act, seed, lambda s: runner.reset(seed=s)) for seed in seeds]
+            if task not in experts:
+                expert = [episode(env, lambda _obs: env.expert_action(), seed, lambda _s: None) for seed in seeds]
+                experts[task] = summary(expert)
+                print(line(f"{task} expert", experts[task]), flush=True)
+        finally:
+            env.close()
+        result = {"task": task, "episodes": episodes, "summary": summary(episodes), "expert": experts[task]}
+        out = run / "eval" / f"losses_seed{FIRST_SEED}_{args.episodes}ep.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+        print(line(str(run), result["summary"]), flush=True)
+
+
+if __name__ == "__main__":
+    main()
