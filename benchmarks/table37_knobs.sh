@@ -6,7 +6,7 @@
 # a column of its own (mp1-tuned[noise_scale=0.0], ...), compared with DP3 like any method.
 # Policy files stay out of git and leave with the machine; the evaluations' JSON files are kept,
 # so run this in the session that trained the runs. Finished evaluations are skipped.
-#   bash benchmarks/table37_knobs.sh            (DIR, EPISODES, SEED override the defaults)
+#   bash benchmarks/table37_knobs.sh            (DIR, EPISODES, SEED, JOBS override the defaults)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/setup.sh"
 cd "$ROOT"
@@ -21,6 +21,6 @@ for run in "$DIR"/*/policy=mp1-tuned; do
         suffix=${knob%%|*}
         [ -e "$run/eval/eval_seed${SEED}_${EPISODES}ep_${suffix}.json" ] && continue
         # shellcheck disable=SC2086  # the setting is two words
-        mp1 eval "$run" --episodes "$EPISODES" --seed "$SEED" ${knob#*|}
+        mp1 eval "$run" --episodes "$EPISODES" --seed "$SEED" --jobs "${JOBS:-2}" ${knob#*|}
     done
 done
