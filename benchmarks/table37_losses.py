@@ -4,15 +4,16 @@ Rolls out a run's policy (its policy_latest.pt must be on this machine) on its s
 episodes (environment seeds 1000 on), and the scripted expert on the same seeds, recording per
 episode what the simulator reports beside success:
 
-* ``reached``: the hand came near the object at some step (Meta-World's ``near_object``);
-* ``closest``: the smallest object-to-goal distance of the episode, in cm (``obj_to_target``);
+* ``start``, ``closest``: the object-to-goal distance after the first step and the smallest of
+  the episode, in cm (Meta-World's ``obj_to_target``);
 * ``still``: the share of steps in which the hand moved less than 1 mm (hesitation);
-* ``jerk``: the mean change of the action between steps (an averaged, dithering chunk shows here);
+* ``jerk``: the mean change of the action between steps (dithering shows here);
 * ``steps``: the episode's length (up to the first success).
 
-A failure is then ``never reached`` (the hand did not get to the object), ``stalled`` (it got
-there, but the object stopped short of the goal) or, by comparing with the expert, something
-slower. Writes ``<run>/eval/losses_seed1000_<N>ep.json`` and prints one summary line per run.
+A failure is then ``untouched`` (the object never came 2 mm closer to its goal: the hand missed
+it) or ``short`` (moved towards the goal, not far enough: a weak or misplaced push, a slipped
+grasp), with the still share and jerk of failures against successes and the expert's. Writes
+``<run>/eval/losses_seed1000_<N>ep.json`` and prints one summary line per run.
 
     python benchmarks/table37_losses.py RUN [RUN ...] [--episodes 50]
 """
@@ -33,6 +34,7 @@ from mp1.runtime import PolicyRunner
 
 FIRST_SEED = 1000
 STILL_METRES = 0.001
+MOVED_CM = 0.2
 
 
 def episode(env, act, seed: int, reset) -> dict:
@@ -40,21 +42,21 @@ def episode(env, act, seed: int, reset) -> dict:
     obs, _ = env.reset(seed=seed)
     reset(seed)
     hand, actions = [], []
-    reached, closest, success, steps = False, np.inf, False, 0
+    start, closest, success, steps = None, np.inf, False, 0
     while not success:
         action = act(obs)
         obs, _, terminated, truncated, info = env.step(action)
         steps += 1
         hand.append(np.asarray(obs["agent_pos"][:3], dtype=np.float64))
         actions.append(np.asarray(action, dtype=np.float64))
-        reached |= bool(info["near_object"])
+        start = float(info["obj_to_target"]) if start is None else start
         closest = min(closest, float(info["obj_to_target"]))
         success = bool(info["success"])
         if terminated or truncated:
             break
     moves = np.linalg.norm(np.diff(np.stack(hand), axis=0), axis=1)
     jerk = np.linalg.norm(np.diff(np.stack(actions), axis=0), axis=1)
-    return {"seed": seed, "success": success, "steps": steps, "reached": reached, "closest_cm": 100 * closest,
+    return {"seed": seed, "success": success, "steps": steps, "start_cm": 100 * start, "closest_cm": 100 * closest,
             "still": float(np.mean(moves < STILL_METRES)) if moves.size else 0.0,
             "jerk": float(np.mean(jerk)) if jerk.size else 0.0}
 
@@ -62,23 +64,25 @@ def episode(env, act, seed: int, reset) -> dict:
 def summary(episodes: list[dict]) -> dict:
     failures = [e for e in episodes if not e["success"]]
     successes = [e for e in episodes if e["success"]]
+    median = lambda group, key: float(np.median([e[key] for e in group])) if group else None
     return {
         "success": len(successes) / len(episodes),
-        "never_reached": sum(not e["reached"] for e in failures),
-        "stalled": sum(e["reached"] for e in failures),
-        "closest_cm_of_failures_median": float(np.median([e["closest_cm"] for e in failures])) if failures else None,
-        "steps_of_successes_median": float(np.median([e["steps"] for e in successes])) if successes else None,
-        "still_median": float(np.median([e["still"] for e in episodes])),
-        "jerk_median": float(np.median([e["jerk"] for e in episodes])),
+        "untouched": sum(e["start_cm"] - e["closest_cm"] < MOVED_CM for e in failures),
+        "short": sum(e["start_cm"] - e["closest_cm"] >= MOVED_CM for e in failures),
+        "closest_cm_of_failures_median": median(failures, "closest_cm"),
+        "steps_of_successes_median": median(successes, "steps"),
+        **{f"{key}_median_{name}": median(group, key) for key in ("still", "jerk")
+           for name, group in (("successes", successes), ("failures", failures))},
     }
 
 
 def line(name: str, s: dict) -> str:
-    closest = "-" if s["closest_cm_of_failures_median"] is None else f"{s['closest_cm_of_failures_median']:.1f} cm"
-    steps = "-" if s["steps_of_successes_median"] is None else f"{s['steps_of_successes_median']:.0f}"
-    return (f"{name:<48} success {100 * s['success']:5.1f}%  failures: never reached {s['never_reached']:2d}, "
-            f"stalled {s['stalled']:2d} (closest {closest})  success steps {steps}  still {s['still_median']:.2f}  "
-            f"jerk {s['jerk_median']:.3f}")
+    show = lambda value, form: "-" if value is None else format(value, form)
+    return (f"{name:<48} success {100 * s['success']:5.1f}%  failures: untouched {s['untouched']:2d}, short {s['short']:2d} "
+            f"(closest {show(s['closest_cm_of_failures_median'], '.1f')} cm)  success steps "
+            f"{show(s['steps_of_successes_median'], '.0f')}  still {show(s['still_median_successes'], '.2f')} / "
+            f"{show(s['still_median_failures'], '.2f')}  jerk {show(s['jerk_median_successes'], '.3f')} / "
+            f"{show(s['jerk_median_failures'], '.3f')} (successes / failures)")
 
 
 def main() -> None:
