@@ -99,7 +99,7 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    tiny = "model.unet.down_dims=[16,32,64] model.unet.time_embed_dim=16 model.encoder.point_hidden_dims=[16,32]"
+    tiny = " ".join(f"model.{part}.{key}={value}".replace(" ", "") for part, keys in TINY.items() for key, value in keys.items())
     settings = dict(DEVICE="cpu", PRESET="cpu", PAPER_PRESET="cpu", CALLS="2", WARMUP="1", TRAIN_STEPS="1", TRAIN_BATCH="2",
                     EPOCHS="1", PAPER_EPOCHS="1", DEMOS="1", EPISODES="1", JOBS="1", COMPILE_TIMEOUT="1", TRAIN_ARGS=tiny,
                     OUT=str(tmp_path), MP1=f"{sys.executable} -m mp1", OMP_NUM_THREADS="1")
