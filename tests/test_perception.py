@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
+import fpsample
 import numpy as np
 import pytest
 
-from mp1.runtime.perception import Camera, CloudMaker, CloudPipeline, make_cloud
+from mp1.runtime.perception import Camera, CloudMaker, CloudPipeline, _first_per_cell, make_cloud
 from mp1.runtime.pointcloud import crop, depth_to_points, farthest_point_sample
 
 WIDTH, HEIGHT, FOCAL = 40, 30, 40.0
@@ -162,12 +163,61 @@ def test_cloud_keeps_an_isolated_object_and_covers_like_todays() -> None:
     assert mean_distance(cloud) < 1.1 * mean_distance(farthest_point_sample(points, 64))
 
 
+def test_small_scene_caps_the_candidates_and_covers_like_sampling_every_point(monkeypatch) -> None:
+    """Three small boxes, the floor cropped out: fewer coarse cells than points. Version 2 gives
+    farthest point sampling at most ``max_candidates`` of the 192 in-box points, version 1 all of
+    them; both clouds hold every box, and version 2's covers the points about as well."""
+    depth = np.full((HEIGHT, WIDTH), 1.5, np.float32)
+    tops = (1.0, 1.2, 1.1)
+    for (row, column), top in zip(((2, 3), (12, 20), (20, 30)), tops, strict=True):
+        depth[row : row + 8, column : column + 8] = top
+    settings = {"crop_low": (-2.0, -2.0, 0.05), "voxel_size": 0.2, "max_candidates": 100}
+    sampled_from, sample = [], fpsample.bucket_fps_kdline_sampling
+
+    def counting_sample(points: np.ndarray, *args, **kwargs) -> np.ndarray:
+        sampled_from.append(len(points))
+        return sample(points, *args, **kwargs)
+
+    monkeypatch.setattr(fpsample, "bucket_fps_kdline_sampling", counting_sample)
+    current, first = CloudMaker(pipeline(**settings)), CloudMaker(pipeline(**settings, version=1))
+    points = current.points(depth)
+    clouds = {version: maker(depth) for version, maker in ((2, current), (1, first))}
+    assert points.shape == (192, 3) and 64 < sampled_from[0] <= 100 and sampled_from[1] == 192
+
+    def mean_distance(sample: np.ndarray) -> float:
+        return float(np.linalg.norm(points[:, None] - sample[None], axis=-1).min(axis=1).mean())
+
+    for cloud in clouds.values():
+        assert cloud.shape == (64, 3)
+        assert all(np.any(np.isclose(cloud[:, 2], 1.5 - top, atol=1e-4)) for top in tops)
+    assert mean_distance(clouds[2]) < 1.1 * mean_distance(clouds[1])
+
+
+def test_versions_agree_where_the_scene_spans_enough_cells() -> None:
+    depth = np.full((HEIGHT, WIDTH), 1.5, np.float32)
+    depth[14:16, 20:22] = 1.0
+    np.testing.assert_array_equal(CloudMaker(pipeline())(depth), CloudMaker(pipeline(version=1))(depth))
+
+
 def test_same_frames_same_cloud() -> None:
     depth = (np.random.default_rng(3).uniform(1.2, 1.6, (HEIGHT, WIDTH)) * 1000).astype(np.uint16)
     first = CloudMaker(pipeline())(depth)
     assert first.shape == (64, 3) and first.dtype == np.float32
     np.testing.assert_array_equal(first, CloudMaker(pipeline())(depth.copy()))
     np.testing.assert_array_equal(first, make_cloud(pipeline(), depth))
+
+
+def test_first_per_cell_by_table_and_by_sort_agree_with_unique() -> None:
+    """The reduction's two ways (a table indexed by cell, a sort) pick the same pixels: per
+    distinct cell in cell order, its first position, as ``np.unique`` finds it."""
+    rng = np.random.default_rng(5)
+    runs = rng.integers(0, 300, 2000)  # runs of equal ids, as image rows give them
+    cells = np.repeat(runs, rng.integers(1, 6, runs.size)).astype(np.int64)
+    expected = np.unique(cells, return_index=True)[1]
+    by_table = _first_per_cell(cells, index_bits=int(cells.size).bit_length(), cell_count=300)
+    by_sort = _first_per_cell(cells, index_bits=int(cells.size).bit_length(), cell_count=10**9)
+    np.testing.assert_array_equal(by_table, expected)
+    np.testing.assert_array_equal(by_sort, expected)
 
 
 def test_too_few_points_are_padded_like_farthest_point_sample() -> None:
@@ -181,6 +231,9 @@ def test_pipeline_round_trips_through_json() -> None:
     original = pipeline(camera(), camera("side", rot=np.eye(3), convention="opengl", depth_scale=0.0001), colour=True)
     restored = CloudPipeline.from_dict(json.loads(json.dumps(original.to_dict())))
     assert restored == original and hash(restored) == hash(original)
+    assert original.version == 2
+    written_by_version_1 = {key: value for key, value in original.to_dict().items() if key != "version"}
+    assert CloudPipeline.from_dict(written_by_version_1).version == 1
     assert Camera.from_dict(original.cameras[1].to_dict()) == original.cameras[1]
 
 
@@ -239,6 +292,8 @@ def test_pipeline_and_dict_validation() -> None:
         CloudPipeline((camera(),), (0, 0, 0), (1, 1, 0))
     with pytest.raises(ValueError, match="max_candidates must be an integer >= num_points"):
         pipeline(num_points=512, max_candidates=100)
+    with pytest.raises(ValueError, match="version must be 1 or 2"):
+        pipeline(version=3)
     with pytest.raises(ValueError, match="camera names must be unique"):
         pipeline(camera(), camera())
     data = pipeline().to_dict()

@@ -2,6 +2,7 @@
 only the episode in progress, appending resumes, depth frames become clouds through the
 pipeline the store records."""
 
+import dataclasses
 import subprocess
 import sys
 
@@ -122,8 +123,30 @@ def test_depth_frames_become_clouds_through_the_recorded_pipeline(tmp_path):
     assert cloud.shape == (3, 64, 3) and np.abs(cloud[..., 2]).max() < 1e-4  # the table plane z = 0
     assert CloudPipeline.from_dict(store.attrs["observation"]["pipeline"]) == pipeline
     other = CloudPipeline((plane_camera("wrist"),), crop_low=(-1, -1, -0.1), crop_high=(1, 1, 0.5), num_points=64)
-    with pytest.raises(StoreError, match="recorded with another cloud pipeline"):
+    with pytest.raises(StoreError, match=r"another cloud pipeline \(differs in cameras\)"):
         EpisodeRecorder(path, other)
+    with pytest.raises(StoreError, match=r"differs in version \(store 2, given 1\)"):
+        EpisodeRecorder(path, dataclasses.replace(pipeline, version=1))
+
+
+def test_a_store_recorded_before_pipeline_versions_takes_version_1(tmp_path):
+    """A pipeline dict without a version was written by version 1: appending to it needs that
+    version, and the clouds stay made the way its earlier episodes were."""
+    pipeline = CloudPipeline((plane_camera(),), crop_low=(-1, -1, -0.1), crop_high=(1, 1, 0.5), num_points=64)
+    path = tmp_path / "depth.zarr"
+    with EpisodeRecorder(path, pipeline) as recorder:
+        recorder.record(np.zeros(STATE), np.zeros(ACTION), depth=[np.full((24, 32), 1000, np.uint16)])
+        recorder.end_episode()
+    root = zarr.open_group(str(path), mode="r+")
+    observation = dict(root.attrs["observation"])
+    observation["pipeline"] = {key: value for key, value in observation["pipeline"].items() if key != "version"}
+    root.attrs["observation"] = observation
+    with pytest.raises(StoreError, match=r"differs in version \(store 1, given 2\)"):
+        EpisodeRecorder(path, pipeline)
+    with EpisodeRecorder(path, dataclasses.replace(pipeline, version=1)) as recorder:
+        recorder.record(np.zeros(STATE), np.zeros(ACTION), depth=[np.full((24, 32), 1000, np.uint16)])
+        recorder.end_episode()
+    assert load_store(path).arrays["point_cloud"].shape[0] == 2
 
 
 def test_viz_draws_a_recorded_store_with_its_crop_box(tmp_path):

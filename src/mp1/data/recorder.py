@@ -59,11 +59,17 @@ class EpisodeRecorder:
             if COMMITTED_ATTR not in root.attrs:
                 raise StoreError(f"{self.path} was not written by a recorder; record into a new store")
             recorded = root.attrs.get("observation", {}).get("pipeline")
-            mine = None if self.pipeline is None else self.pipeline.to_dict()
-            if recorded != mine:
-                cameras = "no pipeline" if recorded is None else "cameras " + ", ".join(c["name"] for c in recorded["cameras"])
+            theirs = None if recorded is None else CloudPipeline.from_dict(recorded)
+            if theirs != self.pipeline:
+                if theirs is None or self.pipeline is None:
+                    differs = "one of them has no pipeline"
+                else:
+                    mine = self.pipeline.to_dict()
+                    differs = "differs in " + ", ".join(
+                        f"{key} (store {value!r}, given {mine[key]!r})" if key != "cameras" else key
+                        for key, value in theirs.to_dict().items() if value != mine[key])
                 raise StoreError(
-                    f"{self.path} was recorded with another cloud pipeline ({cameras}); "
+                    f"{self.path} was recorded with another cloud pipeline ({differs}); "
                     "record into a new store or pass the same pipeline"
                 )
             trim_uncommitted(root)
