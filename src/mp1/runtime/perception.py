@@ -466,7 +466,7 @@ def _first_per_cell(cells: IndexArray, index_bits: int, cell_count: int) -> Inde
     in which only the first of each run of equal ids (image-row neighbours) takes part. Both give
     the same answer."""
     if cell_count <= _DENSE_CELLS_PER_ENTRY * cells.size:
-        unset = np.iinfo(np.int32).max  # positions index one camera's pixels: far below 2**31
+        unset = np.iinfo(np.int32).max  # positions count pixels or points: far below 2**31
         lowest = np.full(cell_count, unset, dtype=np.int32)
         np.minimum.at(lowest, cells, np.arange(cells.size, dtype=np.int32))
         return lowest[lowest != unset].astype(np.int64)
@@ -528,7 +528,7 @@ class CloudMaker:
         """
         num_points = self.pipeline.num_points
         selections = self._select(depths, poses)
-        coarse = [self._coarse_cells(view, selection) for view, selection in zip(self._views, selections)]
+        coarse = [self._coarse_cells(view, selection) for view, selection in zip(self._views, selections, strict=True)]
         points, sources = self._fused(selections, coarse)
         if points.shape[1] >= num_points:
             chosen = self._candidates(points)
