@@ -11,14 +11,14 @@
 # Results: benchmarks/results/table37/ (TASKS, JOBS, DIR override the defaults).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/setup.sh"
+source "$ROOT/benchmarks/table37_protocol.sh"
 cd "$ROOT"
 export DIR=${DIR:-benchmarks/results/table37}
 TASKS=${TASKS:-$(python -c "from mp1.envs import task_sets; print(' '.join(task_sets()['all37']))")}
 failed=()
 for task in $TASKS; do  # a task that fails is reported at the end; the others still run
-    mp1 sweep task="$task" policy=mp1-tuned,dp3 seed=0 preset=cpu demos=10 epochs=60 warmup_steps=50 \
-        eval_every=20 eval_episodes=10 final_eval_episodes=50 video=false \
-        "$@" --dir "$DIR" --jobs "${JOBS:-2}" || failed+=("$task")
+    mp1 sweep task="$task" policy=mp1-tuned,dp3 seed=0 "${PROTOCOL[@]}" "$@" --dir "$DIR" --jobs "${JOBS:-2}" \
+        || failed+=("$task")
     bash "$ROOT/benchmarks/table37_knobs.sh" || failed+=("$task (knobs)")
 done
 if [ ${#failed[@]} -gt 0 ]; then
