@@ -93,14 +93,15 @@ def main() -> None:
     seeds = list(range(FIRST_SEED, FIRST_SEED + args.episodes))
     experts: dict[str, dict] = {}
     for run in args.runs:
-        extra = read_policy_file(run / "policy_latest.pt")["extra"]
+        payload = read_policy_file(run / "policy_latest.pt")
+        extra = payload["extra"]
         task = extra["task"]
         if not task.startswith("metaworld/"):
             raise SystemExit(f"{run}: {task} is not a Meta-World task (this script reads Meta-World's info)")
         # The environment as `mp1 eval` makes it: the training data's observation, DP3's episode length.
         env = make_env(task, seed=seeds[0], **extra.get("observation", {}), max_episode_steps=DP3_EPISODE_STEPS)
         try:
-            runner = PolicyRunner(Policy.load(run / "policy_latest.pt"))
+            runner = PolicyRunner(Policy.from_payload(payload, source=str(run / "policy_latest.pt")))
             episodes = [episode(env, runner.act, seed, lambda s: runner.reset(seed=s)) for seed in seeds]
             if task not in experts:
                 expert = [episode(env, lambda _obs: env.expert_action(), seed, lambda _s: None) for seed in seeds]
