@@ -74,7 +74,7 @@ class PolicyServer:
     ):
         if threads < 0:
             raise ValueError(f"threads must be >= 0 (0: the library's default), got {threads}")
-        if threads:
+        if threads and backend == "torch":
             torch.set_num_threads(threads)
         payload = read_policy_file(policy_path)
         self.policy = Policy.from_payload(payload, device=device, source=str(policy_path))
@@ -85,9 +85,6 @@ class PolicyServer:
 
             if device != "cpu":
                 raise ValueError("--backend onnx runs onnxruntime on the CPU; use --device cpu")
-            # torch only checks the inputs here: one thread, so that its idle team does not spin on
-            # the cores onnxruntime uses (1024 points: 7.0 -> 5.7 ms round trip); `threads` is onnxruntime's
-            torch.set_num_threads(1)
             self.policy = OnnxPolicy(self.policy, (extra.get("observation") or {}).get("num_points", 512), threads)
         elif backend != "torch":
             raise ValueError(f"unknown backend {backend!r}; choose torch or onnx")
@@ -219,6 +216,11 @@ def run_server(
     `threads` (0: torch's or onnxruntime's default) bounds the policy's CPU threads."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+    if backend == "onnx":
+        # torch only exports the graph and checks the inputs in this process: one thread from the
+        # start, so that no idle team of its spins on the cores onnxruntime uses (1024 points:
+        # 7.0 -> 5.7 ms round trip); `threads` goes to onnxruntime
+        torch.set_num_threads(1)
     server = PolicyServer(policy_path, device=device, seed=seed, noise_scale=noise_scale, steps=steps, token=token,
                           backend=backend, threads=threads)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops the server as Ctrl-C does
