@@ -3,6 +3,10 @@ several training seeds each: the fraction of one-step samples on a mode of their
 how many of the 8 modes get samples. A benchmark, not a test; results in docs/objectives.md.
 
     python benchmarks/toy_levers.py [--seeds 0,1,2] [--steps 3000] [--lr 2e-3]
+
+With `--knobs`, it trains mp1-tuned's objective instead and samples the same networks with each
+inference knob (initial noise scale, sampling steps) that issue #22 studies on Meta-World: what a
+knob costs where the data is multimodal.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import time
 import torch
 
 from mp1.objectives import MeanFlow
+from mp1.policies.config import MP1TunedConfig
 from mp1.toy import evaluate_toy, train_toy
 
 VARIANTS = {  # name: MeanFlow arguments over MP1's settings
@@ -26,6 +31,43 @@ VARIANTS = {  # name: MeanFlow arguments over MP1's settings
     "guidance_weight=1.5": {"guidance_weight": 1.5},
     "guidance_weight=3": {"guidance_weight": 3.0},
 }
+KNOBS = {  # name: (sampling steps, initial noise scale)
+    "1 step, noise 1 (the default)": (1, 1.0),
+    "1 step, noise 0.5": (1, 0.5),
+    "1 step, noise 0": (1, 0.0),
+    "2 steps, noise 1": (2, 1.0),
+    "2 steps, noise 0.5": (2, 0.5),
+}
+
+
+def row(name: str, results: list[tuple[float, int]], seconds: float | None = None) -> str:
+    mean = sum(r[0] for r in results) / len(results)
+    per_seed = ", ".join(f"{f:.1f}% {m}/8" for f, m in results)
+    return f"{name:<52} {mean:5.1f}%  {per_seed}" + (f"  ({seconds:.0f} s)" if seconds is not None else "")
+
+
+def levers(seeds: list[int], steps: int, lr: float) -> None:
+    for name, settings in VARIANTS.items():
+        started, results = time.perf_counter(), []
+        for seed in seeds:
+            objective = MeanFlow(**settings)
+            net, mixture = train_toy(objective, steps=steps, lr=lr, seed=seed)
+            fraction, points, labels = evaluate_toy(objective, net, mixture, steps=1)
+            results.append((100 * fraction, mixture.modes_covered(points, labels)))
+        print(row(name, results, time.perf_counter() - started), flush=True)
+
+
+def knobs(seeds: list[int], steps: int, lr: float) -> None:
+    """mp1-tuned's objective, trained once per seed, sampled with every knob setting."""
+    started, objective = time.perf_counter(), MP1TunedConfig().objective
+    trained = [train_toy(objective, steps=steps, lr=lr, seed=seed) for seed in seeds]
+    print(f"(trained in {time.perf_counter() - started:.0f} s; each row samples the same networks)")
+    for name, (sample_steps, noise_scale) in KNOBS.items():
+        results = []
+        for net, mixture in trained:
+            fraction, points, labels = evaluate_toy(objective, net, mixture, steps=sample_steps, noise_scale=noise_scale)
+            results.append((100 * fraction, mixture.modes_covered(points, labels)))
+        print(row(f"mp1-tuned, {name}", results), flush=True)
 
 
 def main() -> None:
@@ -34,20 +76,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--knobs", action="store_true", help="mp1-tuned's inference knobs instead of the training levers")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
     print(f"{'variant':<52} {'mean':>6}  per seed (on-mode %, modes covered)")
-    for name, settings in VARIANTS.items():
-        started, results = time.perf_counter(), []
-        for seed in seeds:
-            objective = MeanFlow(**settings)
-            net, mixture = train_toy(objective, steps=args.steps, lr=args.lr, seed=seed)
-            fraction, points, labels = evaluate_toy(objective, net, mixture, steps=1)
-            results.append((100 * fraction, mixture.modes_covered(points, labels)))
-        mean = sum(r[0] for r in results) / len(results)
-        per_seed = ", ".join(f"{f:.1f}% {m}/8" for f, m in results)
-        print(f"{name:<52} {mean:5.1f}%  {per_seed}  ({time.perf_counter() - started:.0f} s)", flush=True)
+    (knobs if args.knobs else levers)(seeds, args.steps, args.lr)
 
 
 if __name__ == "__main__":

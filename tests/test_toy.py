@@ -41,3 +41,20 @@ def test_modes_covered_counts_both_modes_of_each_pair():
     one_side = mixture.centers[labels]  # always the first mode of the pair
     assert mixture.modes_covered(one_side, labels) == 4
     assert mixture.modes_covered(torch.zeros(8, 2), labels) == 0  # the conditional mean: no mode
+
+
+def test_noise_scale_zero_gives_one_point_per_condition():
+    """At noise scale 0 a one-step sampler is a function of the condition alone, so it can
+    cover at most one mode of each pair: the cost the knob has on multimodal data."""
+    import torch
+
+    from mp1.toy import ToyMixture, ToyNet
+
+    torch.manual_seed(0)
+    objective, mixture = MP1TunedConfig().objective, ToyMixture()
+    net = ToyNet(mixture.num_classes)
+    _, points, labels = evaluate_toy(objective, net, mixture, steps=1, samples=64, noise_scale=0.0)
+    for label in labels.unique():
+        assert torch.allclose(points[labels == label], points[labels == label][0])
+    _, spread, labels = evaluate_toy(objective, net, mixture, steps=1, samples=64, noise_scale=0.5)
+    assert not torch.allclose(spread[labels == labels[0]], spread[labels == labels[0]][0])

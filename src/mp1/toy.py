@@ -96,12 +96,14 @@ def train_toy(
 
 @torch.no_grad()
 def evaluate_toy(
-    objective: Objective, net: ToyNet, mixture: ToyMixture, steps: int | None = None, samples: int = 2000, seed: int = 1
+    objective: Objective, net: ToyNet, mixture: ToyMixture, steps: int | None = None, samples: int = 2000, seed: int = 1,
+    noise_scale: float = 1.0,
 ) -> tuple[float, torch.Tensor, torch.Tensor]:
-    """Fraction of samples on a mode of their class, with the samples and their labels."""
+    """Fraction of samples on a mode of their class, with the samples and their labels;
+    `noise_scale` multiplies the initial noise, as a policy's inference knob of that name does."""
     generator = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, mixture.num_classes, (samples,), generator=generator)
-    noise = torch.randn(samples, 2, generator=generator)
+    noise = noise_scale * torch.randn(samples, 2, generator=generator)
     cond = nn.functional.one_hot(labels, mixture.num_classes).float()
     points = objective.sample(net, noise, cond, steps=steps)
     return mixture.on_correct_mode(points, labels).float().mean().item(), points, labels
