@@ -113,3 +113,19 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
         assert run in summary, run
     assert "strict: " in summary and "MP1 step / DP3 step (bf16)" in summary and "gpu_check took" in summary
     assert (tmp_path / "latency_cpu_compile.failed").exists()  # 1 s is too short to compile: recorded, not fatal
+
+
+def test_latency_at_each_sampling_step_count():
+    """`mp1 bench latency --steps 1,2` times the flow policies at each step count (DP3 keeps its
+    DDIM steps) and gives DP3's latency over each."""
+    from dataclasses import asdict
+
+    from mp1.bench import format_report, measure_latency
+
+    cpu = torch.device("cpu")
+    one_step = measure_latency("mp1-tuned", "cpu", cpu, calls=2, warmup=1, steps=(1, 2))
+    assert [r.nfe for r in one_step] == [1, 2] and all(r.max_abs_diff == 0 and not r.error for r in one_step)
+    dp3 = measure_latency("dp3", "cpu", cpu, calls=1, warmup=0, steps=(1, 2))
+    assert [r.nfe for r in dp3] == [10]
+    text = format_report({"device": "cpu", "results": [asdict(r) for r in one_step + dp3], "training": []})
+    assert "DP3 / mp1-tuned (1 step) latency (eager, fp32)" in text and "DP3 / mp1-tuned (2 steps) latency" in text

@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from mp1.objectives import Diffusion
 from mp1.policies import LinearNormalizer, Policy, make_policy
 
 LATENCY_POLICIES = ("mp1", "mp1-tuned", "flowpolicy", "dp3")
@@ -94,9 +95,24 @@ def benchmark_policy(name: str, preset: str, device: torch.device) -> Policy:
 
 def measure_latency(
     name: str, preset: str, device: torch.device, calls: int, warmup: int, modes: tuple[str, ...] = ("eager",),
-    num_points: int = 512, precisions: tuple[str, ...] = ("fp32",),
+    num_points: int = 512, precisions: tuple[str, ...] = ("fp32",), steps: tuple[int, ...] = (),
 ) -> list[LatencyResult]:
+    """One result per (sampling steps, precision, mode). `steps` are the sampling steps to time
+    the flow policies at (empty: each policy's own); DP3 keeps its DDIM steps."""
     policy = benchmark_policy(name, preset, device).eval()
+    if isinstance(policy.objective, Diffusion) or not steps:
+        return measure_sampling(policy, name, preset, device, calls, warmup, modes, num_points, precisions)
+    results = []
+    for count in steps:
+        policy.set_sampling(steps=count)
+        results += measure_sampling(policy, name, preset, device, calls, warmup, modes, num_points, precisions)
+    return results
+
+
+def measure_sampling(
+    policy: Policy, name: str, preset: str, device: torch.device, calls: int, warmup: int, modes: tuple[str, ...],
+    num_points: int, precisions: tuple[str, ...],
+) -> list[LatencyResult]:
     obs = random_obs(policy, 1, num_points, device)
 
     def forward():
@@ -185,11 +201,12 @@ def measure_train_step(
 
 def latency_report(
     preset: str, device_name: str, calls: int, warmup: int, train_batch: int, train_steps: int,
-    modes: tuple[str, ...] = ("eager",), precisions: tuple[str, ...] = ("fp32",),
+    modes: tuple[str, ...] = ("eager",), precisions: tuple[str, ...] = ("fp32",), steps: tuple[int, ...] = (),
 ) -> dict:
     device = resolve_device(device_name)
     latency = [
-        r for name in LATENCY_POLICIES for r in measure_latency(name, preset, device, calls, warmup, modes, precisions=precisions)
+        r for name in LATENCY_POLICIES
+        for r in measure_latency(name, preset, device, calls, warmup, modes, precisions=precisions, steps=steps)
     ]
     training = [
         measure_train_step(name, preset, device, train_batch, train_steps, precision)
@@ -215,10 +232,14 @@ def format_report(report: dict) -> str:
             f"{r['forward_p50_ms']:>15.2f} {r['p50_ms'] / r['forward_p50_ms']:>12.2f}  {r['max_abs_diff']:.1e}"
             + (f"  failed: {r['error']}" if r["error"] else "")
         )
+    lines.append("")
     for mode, precision in dict.fromkeys((r["mode"], r["precision"]) for r in report["results"]):
-        p50 = {r["policy"]: r["p50_ms"] for r in report["results"] if (r["mode"], r["precision"]) == (mode, precision)}
-        if {"mp1", "dp3"} <= p50.keys() and np.isfinite(p50["dp3"] / p50["mp1"]):
-            lines.append(f"\nDP3 / MP1 latency ({mode}, {precision}): {p50['dp3'] / p50['mp1']:.1f}x")
+        rows = [r for r in report["results"] if (r["mode"], r["precision"]) == (mode, precision)]
+        dp3 = next((r["p50_ms"] for r in rows if r["policy"] == "dp3"), float("nan"))
+        for r in rows:
+            if r["policy"] in ("mp1", "mp1-tuned") and np.isfinite(dp3 / r["p50_ms"]):
+                lines.append(f"DP3 / {r['policy']} ({r['nfe']} step{'s' * (r['nfe'] > 1)}) latency ({mode}, {precision}): "
+                             f"{dp3 / r['p50_ms']:.1f}x")
     if report["training"]:
         lines += ["", "training step     batch  precision  ms/step  first loss"]
         for r in report["training"]:

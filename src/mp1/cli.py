@@ -120,6 +120,7 @@ def cmd_bench_latency(args: argparse.Namespace) -> None:
     report = latency_report(
         args.preset, args.device, args.calls, args.warmup, args.train_batch, args.train_steps,
         tuple(args.modes.split(",")), tuple(args.precisions.split(",")),
+        tuple(int(n) for n in args.steps.split(",")) if args.steps else (),
     )
     print(jsonio.dumps(report) if args.json else format_report(report))
 
@@ -376,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     latency.add_argument("--threads", type=int, default=0, help="torch threads on CPU (0: torch's default)")
     latency.add_argument("--modes", default="eager", help="predict_action modes: eager, compile, cuda_graph, onnx (onnxruntime on the CPU)")
     latency.add_argument("--precisions", default="fp32", help="fp32 and/or bf16: inference with the weights cast once, training under autocast")
+    latency.add_argument("--steps", default="", help="sampling steps for the flow policies, e.g. 1,2 (default: each policy's own; DP3 keeps its DDIM steps)")
     latency.add_argument("--json", action="store_true", help="print one JSON object")
     latency.set_defaults(func=cmd_bench_latency)
     demos = commands.add_parser("demos", help="generate scripted-expert demonstrations (DP3 zarr layout)")
