@@ -8,7 +8,9 @@
 # machine. 74 runs of 15-25 minutes on a 2-core CPU: hours; it resumes where it stopped.
 #   bash benchmarks/table37.sh [key=value...]
 #   DIR=benchmarks/results/table37-seed1 TASKS="metaworld/hammer adroit/pen" bash benchmarks/table37.sh seed=1
-# Results: benchmarks/results/table37/ (TASKS, JOBS, DIR override the defaults).
+#   DIR=benchmarks/results/table37-rerun POLICIES=mp1-tuned TASKS="..." bash benchmarks/table37.sh
+#     (one policy again, e.g. to re-make policy files that left with a machine, for the knobs)
+# Results: benchmarks/results/table37/ (TASKS, POLICIES, JOBS, DIR override the defaults).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/setup.sh"
 source "$ROOT/benchmarks/table37_protocol.sh"
@@ -17,7 +19,7 @@ export DIR=${DIR:-benchmarks/results/table37}
 TASKS=${TASKS:-$(python -c "from mp1.envs import task_sets; print(' '.join(task_sets()['all37']))")}
 failed=()
 for task in $TASKS; do  # a task that fails is reported at the end; the others still run
-    mp1 sweep task="$task" policy=mp1-tuned,dp3 seed=0 "${PROTOCOL[@]}" "$@" --dir "$DIR" --jobs "${JOBS:-2}" \
+    mp1 sweep task="$task" policy="${POLICIES:-mp1-tuned,dp3}" seed=0 "${PROTOCOL[@]}" "$@" --dir "$DIR" --jobs "${JOBS:-2}" \
         || failed+=("$task")
     bash "$ROOT/benchmarks/table37_knobs.sh" || failed+=("$task (knobs)")
 done

@@ -15,12 +15,15 @@ EPISODES=${EPISODES:-50}
 SEED=${SEED:-1000}
 # The suffix `mp1 eval` gives its result file for each setting, and the setting.
 KNOBS=("noise_scale0.0|--noise-scale 0" "noise_scale0.5|--noise-scale 0.5" "steps2|--steps 2")
-for run in "$DIR"/*/policy=mp1-tuned; do
-    [ -e "$run/final.json" ] && [ -e "$run/policy_latest.pt" ] || continue
+# Every finished mp1-tuned run under DIR, at any depth (a sweep of one policy has no policy=
+# folder); read on descriptor 3, so that mp1 eval cannot consume the list.
+while IFS= read -r final <&3; do
+    run=$(dirname "$final")
+    grep -qx "policy: mp1-tuned" "$run/config.yaml" && [ -e "$run/policy_latest.pt" ] || continue
     for knob in "${KNOBS[@]}"; do
         suffix=${knob%%|*}
         [ -e "$run/eval/eval_seed${SEED}_${EPISODES}ep_${suffix}.json" ] && continue
         # shellcheck disable=SC2086  # the setting is two words
         mp1 eval "$run" --episodes "$EPISODES" --seed "$SEED" --jobs "${JOBS:-2}" ${knob#*|}
     done
-done
+done 3< <(find "$DIR" -name final.json | sort)
