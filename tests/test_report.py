@@ -207,3 +207,16 @@ def test_committed_results_carry_no_absolute_paths():
                 for line in path.read_text(errors="replace").splitlines())
     ]
     assert not offending, offending
+
+
+def test_sweep_report_over_several_folders(tmp_path):
+    """A table's seed-0 and seed-1 sweeps (folders of their own, the same layout) report as one:
+    the seeds of a task average, and the output folder must be named."""
+    for seed, (a, b) in enumerate([(0.8, 0.6), (0.6, 0.4)]):
+        fake_run(tmp_path / f"seed{seed}", "metaworld/push", "mp1", seed, a, a, folder="policy=mp1")
+        fake_run(tmp_path / f"seed{seed}", "metaworld/push", "dp3", seed, b, b, folder="policy=dp3")
+    with pytest.raises(ValueError, match="name the output folder"):
+        write_sweep_report([tmp_path / "seed0", tmp_path / "seed1"])
+    text = write_sweep_report([tmp_path / "seed0", tmp_path / "seed1"], tmp_path / "both").read_text()
+    assert "| metaworld/push | hard | 70.0 ± 10.0 (n=2) | 70.0 ± 10.0 (n=2) | 50.0 ± 10.0 (n=2) |" in text
+    assert text.startswith(f"# Sweep report: {tmp_path / 'seed0'}, {tmp_path / 'seed1'}")

@@ -300,7 +300,7 @@ def cmd_sampling(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from mp1.report import write_sweep_report
 
-    print(f"wrote {write_sweep_report(args.root, args.out, args.dev_set or ())}")
+    print(f"wrote {write_sweep_report(args.roots, args.out, args.dev_set or ())}")
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -490,8 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=cmd_export)
 
     report = commands.add_parser("report", help="tables (markdown, CSV) and plots over all finished runs in a folder")
-    report.add_argument("root", help="a folder holding run folders (any depth)")
-    report.add_argument("--out", help="output folder (default: ROOT)")
+    report.add_argument("roots", nargs="+", metavar="root", help="a folder holding run folders (any depth); several are reported as one")
+    report.add_argument("--out", help="output folder (default: ROOT; needed for several)")
     report.add_argument(
         "--dev-set", type=lambda text: [task for task in text.split(",") if task], metavar="TASKS",
         help="comma-separated tasks used to choose settings (e.g. metaworld/push,adroit/pen): marked in the tables, "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -243,8 +243,11 @@ OUTCOMES = ("win", "tie", "loss")
 TASK_SHAPE_KEYS = ("model.action_dim", "model.state_dim", "model.point_dim")
 
 
-def write_sweep_report(root: str | Path, out_dir: str | Path | None = None, dev_set: Collection[str] = ()) -> Path:
-    """Markdown tables (per task: mean ± std over seeds; per difficulty group in the paper's order;
+def write_sweep_report(
+    roots: str | Path | Sequence[str | Path], out_dir: str | Path | None = None, dev_set: Collection[str] = ()
+) -> Path:
+    """The runs below one or several folders (e.g. a table's seed-0 and seed-1 sweeps and a
+    lever's variants, reported as one), as Markdown tables (per task: mean ± std over seeds; per difficulty group in the paper's order;
     overall; both protocols, labelled; published numbers beside; wins, ties and losses against
     DP3; training time and latency; a few-shot table when demo counts vary; the headline outside
     `dev_set`, the tasks used to choose settings, when given; the columns that mix recipes), a
@@ -252,10 +255,13 @@ def write_sweep_report(root: str | Path, out_dir: str | Path | None = None, dev_
     learning curves, few-shot."""
     import csv
 
-    rows = collect_runs(root)
+    roots = [roots] if isinstance(roots, (str, Path)) else list(roots)
+    if out_dir is None and len(roots) != 1:
+        raise ValueError(f"name the output folder for a report over {len(roots)} folders")
+    rows = [row for root in roots for row in collect_runs(root)]
     if not rows:
-        raise ValueError(f"no finished runs (final.json) below {root}")
-    out_dir = Path(out_dir or root)
+        raise ValueError(f"no finished runs (final.json) below {', '.join(map(str, roots))}")
+    out_dir = Path(out_dir or roots[0])
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "runs.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k not in ("curve", "recipe")], extrasaction="ignore")
@@ -277,7 +283,7 @@ def write_sweep_report(root: str | Path, out_dir: str | Path | None = None, dev_
     held_out = [t for t in tasks if t not in dev_set]
     recipes = recipe_differences(rows, labels)
 
-    lines = [f"# Sweep report: {root}", "", "Success in %, mean ± std over seeds (n = runs; in group rows over tasks, "
+    lines = [f"# Sweep report: {', '.join(map(str, roots))}", "", "Success in %, mean ± std over seeds (n = runs; in group rows over tasks, "
              "n = tasks). **strict**: final EMA checkpoint on fixed-seed episodes. **DP3**: mean of the 5 best periodic "
              "evaluations, of all when a run made fewer (optimistic; – when a run made none). Strict episodes per run: "
              f"{', '.join(str(e) for e in sorted({r['episodes'] for r in rows}))}."]
