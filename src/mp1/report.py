@@ -247,12 +247,12 @@ def write_sweep_report(
     roots: str | Path | Sequence[str | Path], out_dir: str | Path | None = None, dev_set: Collection[str] = ()
 ) -> Path:
     """The runs below one or several folders (e.g. a table's seed-0 and seed-1 sweeps and a
-    lever's variants, reported as one), as Markdown tables (per task: mean ± std over seeds; per difficulty group in the paper's order;
-    overall; both protocols, labelled; published numbers beside; wins, ties and losses against
-    DP3; training time and latency; a few-shot table when demo counts vary; the headline outside
-    `dev_set`, the tasks used to choose settings, when given; the columns that mix recipes), a
-    CSV of all runs, and plots: per-task bars, success vs latency, each method against DP3,
-    learning curves, few-shot."""
+    lever's variants, reported as one), as Markdown tables (per task: mean ± std over seeds; per
+    difficulty group in the paper's order; overall; both protocols, labelled; published numbers
+    beside; wins, ties and losses against DP3; training time and latency; a few-shot table when
+    demo counts vary; the headline outside `dev_set`, the tasks used to choose settings, when
+    given; the columns that mix recipes), a CSV of all runs, and plots: per-task bars, success vs
+    latency, each method against DP3, learning curves, few-shot."""
     import csv
 
     roots = [roots] if isinstance(roots, (str, Path)) else list(roots)
