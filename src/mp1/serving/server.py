@@ -59,6 +59,10 @@ from mp1.serving.wire import WireError, pack, unpack
 # room for dense clouds while no client can make the server buffer gigabytes.
 MAX_FRAME_BYTES = 16 * 2**20
 TOKEN_ENV = "MP1_SERVE_TOKEN"
+# How long closing a connection waits for the peer's side of the closing handshake. Shutting down
+# waits for every connection to close, so a client that has stopped answering (a vanished robot
+# process, a refused one not yet collected) would otherwise hold the exit for websockets' 10 s.
+CLOSE_TIMEOUT_S = 0.5
 
 log = logging.getLogger("mp1.serve")
 
@@ -224,7 +228,8 @@ def run_server(
     server = PolicyServer(policy_path, device=device, seed=seed, noise_scale=noise_scale, steps=steps, token=token,
                           backend=backend, threads=threads)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops the server as Ctrl-C does
-    with serve(server.handle, host, port, max_size=MAX_FRAME_BYTES, compression=None, process_request=health) as websocket_server:
+    with serve(server.handle, host, port, max_size=MAX_FRAME_BYTES, compression=None, process_request=health,
+               close_timeout=CLOSE_TIMEOUT_S) as websocket_server:
         connections = threading.Thread(target=websocket_server.serve_forever, daemon=True)
         connections.start()
         print(f"serving {server.metadata['policy']} ({policy_path}) on ws://{host}:{port}"
