@@ -98,21 +98,9 @@ def measure_latency(
     num_points: int = 512, precisions: tuple[str, ...] = ("fp32",), steps: tuple[int, ...] = (),
 ) -> list[LatencyResult]:
     """One result per (sampling steps, precision, mode). `steps` are the sampling steps to time
-    the flow policies at (empty: each policy's own); DP3 keeps its DDIM steps."""
+    the flow policies at (empty: each policy's own); DP3 keeps its DDIM steps. The raw forward,
+    which does not depend on the steps, is timed once."""
     policy = benchmark_policy(name, preset, device).eval()
-    if isinstance(policy.objective, Diffusion) or not steps:
-        return measure_sampling(policy, name, preset, device, calls, warmup, modes, num_points, precisions)
-    results = []
-    for count in steps:
-        policy.set_sampling(steps=count)
-        results += measure_sampling(policy, name, preset, device, calls, warmup, modes, num_points, precisions)
-    return results
-
-
-def measure_sampling(
-    policy: Policy, name: str, preset: str, device: torch.device, calls: int, warmup: int, modes: tuple[str, ...],
-    num_points: int, precisions: tuple[str, ...],
-) -> list[LatencyResult]:
     obs = random_obs(policy, 1, num_points, device)
 
     def forward():
@@ -122,10 +110,25 @@ def measure_sampling(
             t = torch.ones(1, device=device)
             policy.unet(z, t, t, cond)
 
+    raw = float(np.median(timed_ms(forward, device, calls, warmup)))
+    counts = steps if steps and not isinstance(policy.objective, Diffusion) else (None,)  # None: the policy's own
+    results = []
+    for count in counts:
+        policy.set_sampling(steps=count)
+        results += measure_sampling(policy, obs, raw, preset, device, calls, warmup, modes, precisions)
+    return results
+
+
+def measure_sampling(
+    policy: Policy, obs: dict[str, torch.Tensor], raw: float, preset: str, device: torch.device, calls: int,
+    warmup: int, modes: tuple[str, ...], precisions: tuple[str, ...],
+) -> list[LatencyResult]:
+    """`predict_action` at the policy's current sampling settings, per precision and mode."""
+    name = policy.name
+
     def seeded_actions() -> torch.Tensor:
         return policy.predict_action(obs, generator=torch.Generator().manual_seed(0))["action_pred"]
 
-    raw = float(np.median(timed_ms(forward, device, calls, warmup)))
     reference = seeded_actions()
     results = []
     for precision in precisions:
