@@ -258,9 +258,10 @@ def write_sweep_report(
     roots = [roots] if isinstance(roots, (str, Path)) else list(roots)
     if out_dir is None and len(roots) != 1:
         raise ValueError(f"name the output folder for a report over {len(roots)} folders")
+    folders = ", ".join(map(str, roots))
     rows = [row for root in roots for row in collect_runs(root)]
     if not rows:
-        raise ValueError(f"no finished runs (final.json) below {', '.join(map(str, roots))}")
+        raise ValueError(f"no finished runs (final.json) below {folders}")
     out_dir = Path(out_dir or roots[0])
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "runs.csv", "w", newline="") as f:
@@ -283,7 +284,7 @@ def write_sweep_report(
     held_out = [t for t in tasks if t not in dev_set]
     recipes = recipe_differences(rows, labels)
 
-    lines = [f"# Sweep report: {', '.join(map(str, roots))}", "", "Success in %, mean ± std over seeds (n = runs; in group rows over tasks, "
+    lines = [f"# Sweep report: {folders}", "", "Success in %, mean ± std over seeds (n = runs; in group rows over tasks, "
              "n = tasks). **strict**: final EMA checkpoint on fixed-seed episodes. **DP3**: mean of the 5 best periodic "
              "evaluations, of all when a run made fewer (optimistic; – when a run made none). Strict episodes per run: "
              f"{', '.join(str(e) for e in sorted({r['episodes'] for r in rows}))}."]
