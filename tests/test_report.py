@@ -140,12 +140,29 @@ def test_sweep_report_counts_inference_knobs_as_variants_of_the_same_run(tmp_pat
     rows = collect_runs(tmp_path)
     assert sorted({r["policy"] for r in rows}) == ["dp3", "mp1-tuned", "mp1-tuned[noise_scale=0.0]"]
     text = write_sweep_report(tmp_path).read_text()
-    # Columns: dp3, mp1-tuned, then the knob, which has no periodic evaluations (DP3's protocol: –).
+    # Columns: dp3, mp1-tuned, then the knob, which has no periodic evaluations: no DP3-protocol column.
     assert "| metaworld/button-press | easy | 74.0 (n=1) | 74.0 (n=1) | 38.0 (n=1) | 38.0 (n=1) | 98.0 (n=1) | – |" in text
+    assert "| mp1-tuned[noise_scale=0.0] strict | dp3 published |" in text
     assert "| mp1-tuned vs dp3 | 0 / 0 / 1 | 0 / 1 / 0 | 0 / 1 / 1 |" in text
     assert "| mp1-tuned[noise_scale=0.0] vs dp3 | 1 / 0 / 0 | 0 / 1 / 0 | 1 / 1 / 0 |" in text
     # Its own latency, and no training time counted again.
     assert "| mp1-tuned[noise_scale=0.0] | – | – | 6.50 ms | cpu | 2 | – |" in text
+
+
+def test_sweep_report_keeps_tasks_as_rows_while_they_outnumber_the_methods(tmp_path):
+    """Five methods on six tasks (a table with its inference knobs) read down the page, a task per
+    row; the same five methods on one task turn round, a method per row."""
+    tasks = ["metaworld/button-press", "metaworld/dial-turn", "metaworld/soccer", "metaworld/push",
+             "metaworld/assembly", "metaworld/shelf-place"]
+    for task in tasks:
+        for policy in ("mp1", "dp3", "mp1-tuned", "flowpolicy", "regression"):
+            fake_run(tmp_path / "six", task, policy, 0, 0.5, 0.5)
+    text = write_sweep_report(tmp_path / "six").read_text()
+    assert "| task | group | mp1 strict | mp1 DP3 |" in text and "| metaworld/shelf-place | very hard | 50.0 (n=1) |" in text
+    for policy in ("mp1", "dp3", "mp1-tuned", "flowpolicy", "regression"):
+        fake_run(tmp_path / "one", "metaworld/push", policy, 0, 0.5, 0.5)
+    text = write_sweep_report(tmp_path / "one").read_text()
+    assert "| method | metaworld/push strict | metaworld/push DP3 |" in text
 
 
 def test_sweep_report_names_runs_that_differ_in_recipe(tmp_path):
@@ -191,7 +208,7 @@ def test_report_of_runs_without_evaluations(tmp_path):
     (run / "final.json").write_text(jsonio.dumps(final))
     assert "NaN" not in (run / "final.json").read_text()
     text = write_sweep_report(tmp_path).read_text()
-    assert "| metaworld/push | hard | – | – |" in text
+    assert "| metaworld/push | hard | – |" in text  # strict, even empty; no empty DP3 column
     assert (tmp_path / "summary.png").exists()
 
 

@@ -102,10 +102,6 @@ PUBLISHED: dict[str, dict[str, float]] = tomllib.loads((Path(__file__).parent / 
 
 # Folder levels `key=value` written by `mp1 sweep` that are not variants of a method.
 NOT_A_VARIANT = ("task", "policy", "seed", "demos")
-# Beyond this many methods (e.g. a few-shot sweep's method x demo-count columns) the per-task
-# table turns round: one row per method.
-WIDE_TABLE_METHODS = 4
-
 
 def collect_runs(root: str | Path) -> list[dict]:
     """One row per finished run (a folder with final.json) below `root`, and one per re-evaluation
@@ -376,18 +372,23 @@ def group_entries(rows: list[dict], labels: list[str], tasks: list[str], scope: 
 
 
 def table(entries: list[Entry], labels: list[str], kinds: list[str], trailing: tuple[str, ...] = ()) -> list[str]:
-    """A markdown table: methods side by side, a row per entry, or beyond WIDE_TABLE_METHODS
-    methods (too many to read across) a row per method. `kinds` are each method's cells in a row,
-    `trailing` kinds come after all methods' (so that another protocol's numbers stand apart);
-    a column that no entry has a cell for is left out."""
-    if len(labels) <= WIDE_TABLE_METHODS:
+    """A markdown table: a row per entry (task or group), methods side by side, or, when there are
+    more methods than entries (a few-shot sweep's method x demo-count columns on a task or two), a
+    row per method: the longer list runs down the page. `kinds` are each method's cells in a row,
+    `trailing` kinds come after all methods' (so that another protocol's numbers stand apart).
+    Beyond each method's first kind, a column with nothing in it (every cell – or absent, e.g. the
+    DP3 protocol of re-evaluations, which have no periodic evaluations) is left out."""
+    def filled(label: str, kind: str, among: list[Entry]) -> bool:
+        return kind == kinds[0] or any(cells[label].get(kind, "–") != "–" for _, _, cells in among)
+
+    if len(labels) <= len(entries):
         columns = [(l, k) for l in labels for k in kinds] + [(l, k) for k in trailing for l in labels]
-        columns = [(l, k) for l, k in columns if any(k in cells[l] for _, _, cells in entries)]
+        columns = [(l, k) for l, k in columns if filled(l, k, entries)]
         header = ["task", "group", *(f"{l} {k}" for l, k in columns)]
         body = [[name, group, *(cells[l].get(k, "–") for l, k in columns)] for name, group, cells in entries]
     else:
-        columns = [(i, k) for i, (_, _, cells) in enumerate(entries) for k in [*kinds, *trailing]
-                   if any(k in cells[l] for l in labels)]
+        columns = [(i, k) for i, entry in enumerate(entries) for k in [*kinds, *trailing]
+                   if any(filled(l, k, [entry]) for l in labels)]
         header = ["method", *(f"{entries[i][0]} {k}" for i, k in columns)]
         body = [[l, *(entries[i][2][l].get(k, "–") for i, k in columns)] for l in labels]
     return [f"| {' | '.join(header)} |", "|" + " --- |" * len(header), *(f"| {' | '.join(row)} |" for row in body)]
