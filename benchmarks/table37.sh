@@ -2,10 +2,11 @@
 # Issue #22's table: mp1-tuned against DP3 on all 37 tasks (Adroit 3 + Meta-World 34), seed 0,
 # the same-budget protocol (cpu preset, 10 demos, 60 epochs at batch 128, warm-up 50 steps,
 # periodic evaluation every 20 epochs on 10 episodes), strict success of the final EMA weights on
-# 50 fixed-seed episodes. Task by task, both policies of a task train side by side (--jobs 2);
-# then the inference knobs (benchmarks/table37_knobs.sh) are evaluated on that task's mp1-tuned
-# run at once, so their results are in the folder before the policy file can leave with the
-# machine. 74 runs of 15-25 minutes on a 2-core CPU: hours; it resumes where it stopped.
+# 50 fixed-seed episodes. Task by task, both policies of a task train side by side (--jobs 2; one
+# policy alone: two tasks side by side); then the inference knobs (benchmarks/table37_knobs.sh)
+# are evaluated on the new mp1-tuned runs at once, so their results are in the folder before the
+# policy files can leave with the machine. 74 runs of 15-25 minutes on a 2-core CPU: hours; it
+# resumes where it stopped.
 #   bash benchmarks/table37.sh [key=value...]
 #   DIR=benchmarks/results/table37-seed1 TASKS="metaworld/hammer adroit/pen" bash benchmarks/table37.sh seed=1
 #   DIR=benchmarks/results/table37-rerun POLICIES=mp1-tuned TASKS="..." bash benchmarks/table37.sh
@@ -17,11 +18,18 @@ source "$ROOT/benchmarks/table37_protocol.sh"
 cd "$ROOT"
 export DIR=${DIR:-benchmarks/results/table37}
 TASKS=${TASKS:-$(python -c "from mp1.envs import task_sets; print(' '.join(task_sets()['all37']))")}
+POLICIES=${POLICIES:-mp1-tuned,dp3}
+JOBS=${JOBS:-2}
+# As many tasks per sweep as keep JOBS runs busy: one task of two policies, or two of one.
+IFS=, read -r -a policies <<< "$POLICIES"
+per_sweep=$(( JOBS / ${#policies[@]} > 1 ? JOBS / ${#policies[@]} : 1 ))
+read -r -a tasks <<< "$TASKS"
 failed=()
-for task in $TASKS; do  # a task that fails is reported at the end; the others still run
-    mp1 sweep task="$task" policy="${POLICIES:-mp1-tuned,dp3}" seed=0 "${PROTOCOL[@]}" "$@" --dir "$DIR" --jobs "${JOBS:-2}" \
-        || failed+=("$task")
-    bash "$ROOT/benchmarks/table37_knobs.sh" || failed+=("$task (knobs)")
+for ((i = 0; i < ${#tasks[@]}; i += per_sweep)); do  # a batch that fails is reported at the end; the others still run
+    batch=$(IFS=,; echo "${tasks[*]:i:per_sweep}")
+    mp1 sweep task="$batch" policy="$POLICIES" seed=0 "${PROTOCOL[@]}" "$@" --dir "$DIR" --jobs "$JOBS" \
+        || failed+=("$batch")
+    bash "$ROOT/benchmarks/table37_knobs.sh" || failed+=("$batch (knobs)")
 done
 if [ ${#failed[@]} -gt 0 ]; then
     printf 'failed: %s\n' "${failed[@]}" >&2
