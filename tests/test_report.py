@@ -117,6 +117,22 @@ def test_sweep_report_headline_outside_the_development_set(tmp_path):
     assert "| mp1 vs dp3 | 0 / 1 / 0 | 0 / 1 / 0 |" in headline and "easy" not in headline.split("## Methods")[0]
 
 
+def test_sweep_report_ranks_methods_on_the_development_set(tmp_path):
+    """The number a setting is chosen on: the mean over the development tasks of each task's mean
+    over seeds, best first; a method missing a development task is not ranked; the held-out task
+    counts for nothing here."""
+    for seed, (press, dial) in enumerate([(1.0, 0.4), (1.0, 0.6)]):
+        fake_run(tmp_path, "metaworld/button-press", "mp1", seed, press, press)
+        fake_run(tmp_path, "metaworld/dial-turn", "mp1", seed, dial, dial)
+        fake_run(tmp_path, "metaworld/dial-turn", "dp3", seed, 0.9, 0.9)
+        fake_run(tmp_path, "metaworld/push", "flowpolicy", seed, 1.0, 1.0)
+    fake_run(tmp_path, "metaworld/button-press", "flowpolicy", 0, 0.9, 0.9)
+    fake_run(tmp_path, "metaworld/dial-turn", "flowpolicy", 0, 0.9, 0.9)
+    text = write_sweep_report(tmp_path, dev_set=["metaworld/button-press", "metaworld/dial-turn"]).read_text()
+    choice = text[text.index("## The choice: the development set (2 tasks)"):]
+    assert "| 1 | flowpolicy | 90.0 | 1 | 2 |\n| 2 | mp1 | 75.0 | 2 | 2 |\n| – | dp3 | 90.0 | 0-2 | 1 |" in choice
+
+
 def test_sweep_report_counts_inference_knobs_as_variants_of_the_same_run(tmp_path):
     """`mp1 eval RUN --noise-scale 0` on the strict evaluation's episodes is a column of its own
     (compared with DP3 like any method, with its own latency and no training time counted again);

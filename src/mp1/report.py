@@ -312,6 +312,7 @@ def write_sweep_report(
                   *table(group_entries(rows, labels, held_out, "held-out "), labels, list(PROTOCOLS))]
         if compared:
             lines += ["", "Against DP3 on these tasks (as above):", "", *versus_dp3(rows, labels, held_out)]
+        lines += ["", *development_ranking(rows, labels, [t for t in tasks if t in dev_set])]
 
     lines += ["", "## Methods", "", "| method | published success (37 tasks, DP3 protocol) | published latency (RTX 4090) | "
               "measured `predict_action` p50 | device | runs | training per run: median (total) |", "|" + " --- |" * 7]
@@ -392,6 +393,29 @@ def table(entries: list[Entry], labels: list[str], kinds: list[str], trailing: t
         header = ["method", *(f"{entries[i][0]} {k}" for i, k in columns)]
         body = [[l, *(entries[i][2][l].get(k, "–") for i, k in columns)] for l in labels]
     return [f"| {' | '.join(header)} |", "|" + " --- |" * len(header), *(f"| {' | '.join(row)} |" for row in body)]
+
+
+def development_ranking(rows: list[dict], labels: list[str], dev_tasks: list[str]) -> list[str]:
+    """The number a setting is chosen on: each method's strict success over the development tasks
+    (per task the mean over its seeds, then over tasks), best first. A method without a run on
+    every development task is listed after, unranked: its mean would be over other tasks."""
+    summaries = []
+    for label in labels:
+        per_task = task_means(rows, "strict", label, dev_tasks)
+        counts = [len(finite(pick(rows, "strict", task=t, label=label))) for t in dev_tasks]
+        seeds = str(min(counts)) if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
+        summaries.append((label, average_or_nan(per_task), seeds, len(finite(per_task))))
+    complete = sorted((s for s in summaries if s[3] == len(dev_tasks)), key=lambda s: -s[1])
+    partial = [s for s in summaries if s[3] < len(dev_tasks)]
+    lines = [f"## The choice: the development set ({len(dev_tasks)} tasks)", "",
+             "Strict success over the development tasks (per task the mean over its seeds, then over tasks), best "
+             "first; methods without a run on every task come after, unranked.", "",
+             "| rank | method | mean strict | seeds per task | tasks with runs |", "|" + " --- |" * 5]
+    lines += [f"| {rank} | {label} | {100 * mean:.1f} | {seeds} | {count} |"
+              for rank, (label, mean, seeds, count) in enumerate(complete, 1)]
+    lines += [f"| – | {label} | {'–' if np.isnan(mean) else f'{100 * mean:.1f}'} | {seeds} | {count} |"
+              for label, mean, seeds, count in partial]
+    return lines
 
 
 def dp3_baselines(rows: list[dict], labels: list[str]) -> dict[str, str]:
