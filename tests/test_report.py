@@ -253,3 +253,21 @@ def test_sweep_report_over_several_folders(tmp_path):
     text = write_sweep_report([tmp_path / "seed0", tmp_path / "seed1"], tmp_path / "both").read_text()
     assert "| metaworld/push | hard | 70.0 ± 10.0 (n=2) | 70.0 ± 10.0 (n=2) | 50.0 ± 10.0 (n=2) |" in text
     assert text.startswith(f"# Sweep report: {tmp_path / 'seed0'}, {tmp_path / 'seed1'}")
+
+
+def test_second_seeds_follow_the_table_rule(tmp_path):
+    """benchmarks/table37_gaps.py lists the tasks where mp1-tuned and DP3 differ by more than the
+    margin (16 points: listed; 10 or exactly 15: not; a task DP3 has not run: not), in the paper's order."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    for task, mine, theirs in [("metaworld/stick-pull", 0.5, 0.34), ("metaworld/push", 0.4, 0.5),
+                               ("metaworld/reach", 0.6, 0.45), ("adroit/pen", 0.2, 0.9)]:
+        fake_run(tmp_path, task, "mp1-tuned", 0, mine, mine)
+        fake_run(tmp_path, task, "dp3", 0, theirs, theirs)
+    fake_run(tmp_path, "metaworld/soccer", "mp1-tuned", 0, 0.9, 0.9)
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "table37_gaps.py"
+    result = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["adroit/pen", "metaworld/stick-pull"]
+    assert "adroit/pen: mp1-tuned 20% vs dp3 90%" in result.stderr

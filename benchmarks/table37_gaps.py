@@ -1,0 +1,44 @@
+"""The tasks of the 37-task table where the two methods differ by more than a margin in strict
+success (issue #22: "a second seed for every task where the two differ by more than 15 points"),
+read from the table's runs, so the list of second seeds follows the rule, not a hand-picked one.
+
+    python benchmarks/table37_gaps.py [DIR] [--over 15] [--methods mp1-tuned dp3]
+
+Prints the tasks, space-separated in the paper's order (for table37.sh's TASKS), and each task's
+numbers on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mp1.report import collect_runs, paper_order
+
+
+def gaps(root: str, over: float, methods: tuple[str, str]) -> list[tuple[str, float, float]]:
+    """(task, first method's strict %, second's) for each task where both have a strict
+    evaluation and they differ by more than `over` points."""
+    strict: dict[tuple[str, str], float] = {}
+    for row in collect_runs(root):
+        if row["policy"] in methods and row["strict"] == row["strict"]:  # NaN: no strict evaluation
+            strict[row["task"], row["policy"]] = round(100 * row["strict"], 6)  # 100 * 0.45 is 45.00000000000001
+    tasks = sorted({task for task, _ in strict}, key=paper_order)
+    pairs = [(task, strict.get((task, methods[0])), strict.get((task, methods[1]))) for task in tasks]
+    return [(task, a, b) for task, a, b in pairs if a is not None and b is not None and abs(a - b) > over]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("root", nargs="?", default="benchmarks/results/table37")
+    parser.add_argument("--over", type=float, default=15.0, help="margin in points (default 15)")
+    parser.add_argument("--methods", nargs=2, default=("mp1-tuned", "dp3"), metavar=("A", "B"))
+    args = parser.parse_args()
+    found = gaps(args.root, args.over, tuple(args.methods))
+    for task, a, b in found:
+        print(f"{task}: {args.methods[0]} {a:.0f}% vs {args.methods[1]} {b:.0f}%", file=sys.stderr)
+    print(" ".join(task for task, _, _ in found))
+
+
+if __name__ == "__main__":
+    main()
