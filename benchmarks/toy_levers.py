@@ -6,17 +6,20 @@ how many of the 8 modes get samples. A benchmark, not a test; results in docs/ob
 
 With `--knobs`, it trains mp1-tuned's objective instead and samples the same networks with each
 inference knob (initial noise scale, sampling steps) that issue #22 studies on Meta-World: what a
-knob costs where the data is multimodal.
+knob costs where the data is multimodal. With `--training`, issue #22's training levers over
+mp1-tuned's objective (the share of one-step boundary pairs, the time distribution, and the
+deterministic regression head), each sampled with 1 and 2 steps.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import torch
 
-from mp1.objectives import MeanFlow
+from mp1.objectives import MeanFlow, Regression
 from mp1.policies.config import MP1TunedConfig
 from mp1.toy import evaluate_toy, train_toy
 
@@ -37,6 +40,14 @@ KNOBS = {  # name: (sampling steps, initial noise scale)
     "1 step, noise 0": (1, 0.0),
     "2 steps, noise 1": (2, 1.0),
     "2 steps, noise 0.5": (2, 0.5),
+}
+
+TRAINING_LEVERS = {  # name: MeanFlow arguments over mp1-tuned's objective; None: the regression head
+    "mp1-tuned": {},
+    "boundary_fraction=0.25": {"boundary_fraction": 0.25},
+    "boundary_fraction=0.5": {"boundary_fraction": 0.5},
+    "time_distribution=uniform": {"time_distribution": "uniform"},
+    "regression (deterministic head)": None,
 }
 
 
@@ -70,18 +81,36 @@ def knobs(seeds: list[int], steps: int, lr: float) -> None:
         print(row(f"mp1-tuned, {name}", results), flush=True)
 
 
+def training_levers(seeds: list[int], steps: int, lr: float) -> None:
+    """Each training lever, trained once per seed, sampled with 1 and 2 steps (the regression head
+    makes one deterministic evaluation: its 2-step row would repeat the first)."""
+    for name, settings in TRAINING_LEVERS.items():
+        started = time.perf_counter()
+        objective = Regression() if settings is None else dataclasses.replace(MP1TunedConfig().objective, **settings)
+        trained = [train_toy(objective, steps=steps, lr=lr, seed=seed) for seed in seeds]
+        for sample_steps in (1,) if settings is None else (1, 2):
+            results = []
+            for net, mixture in trained:
+                fraction, points, labels = evaluate_toy(objective, net, mixture, steps=sample_steps)
+                results.append((100 * fraction, mixture.modes_covered(points, labels)))
+            print(row(f"{name}, {sample_steps} step{'s' * (sample_steps > 1)}", results,
+                      time.perf_counter() - started if sample_steps == 1 else None), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--knobs", action="store_true", help="mp1-tuned's inference knobs instead of the training levers")
+    study = parser.add_mutually_exclusive_group()
+    study.add_argument("--knobs", action="store_true", help="mp1-tuned's inference knobs instead of MeanFlow's levers")
+    study.add_argument("--training", action="store_true", help="issue #22's training levers over mp1-tuned's objective")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
     print(f"{'variant':<52} {'mean':>6}  per seed (on-mode %, modes covered)")
-    (knobs if args.knobs else levers)(seeds, args.steps, args.lr)
+    (knobs if args.knobs else training_levers if args.training else levers)(seeds, args.steps, args.lr)
 
 
 if __name__ == "__main__":
