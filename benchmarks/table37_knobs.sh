@@ -26,4 +26,4 @@ while IFS= read -r final <&3; do
         # shellcheck disable=SC2086  # the setting is two words
         mp1 eval "$run" --episodes "$EPISODES" --seed "$SEED" --jobs "${JOBS:-2}" ${knob#*|}
     done
-done 3< <(find "$DIR" -name final.json | sort)
+done 3< <(find "$DIR/" -name final.json | sort)  # DIR/: into DIR even where it is a symbolic link
