@@ -103,6 +103,7 @@ PUBLISHED: dict[str, dict[str, float]] = tomllib.loads((Path(__file__).parent / 
 # Folder levels `key=value` written by `mp1 sweep` that are not variants of a method.
 NOT_A_VARIANT = ("task", "policy", "seed", "demos")
 
+
 def collect_runs(root: str | Path) -> list[dict]:
     """One row per finished run (a folder with final.json) below `root`, and one per re-evaluation
     of it with inference knobs (`knob_rows`). A run's variant is its policy plus its policy-config
