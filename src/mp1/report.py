@@ -408,7 +408,7 @@ def development_ranking(rows: list[dict], labels: list[str], dev_tasks: list[str
         summaries.append((label, average_or_nan(per_task), seeds, len(finite(per_task))))
     complete = sorted((s for s in summaries if s[3] == len(dev_tasks)), key=lambda s: -s[1])
     partial = [s for s in summaries if s[3] < len(dev_tasks)]
-    lines = [f"## The choice: the development set ({len(dev_tasks)} tasks)", "",
+    lines = [f"## The choice: the development set ({len(dev_tasks)} task{'s' * (len(dev_tasks) != 1)})", "",
              "Strict success over the development tasks (per task the mean over its seeds, then over tasks), best "
              "first; methods without a run on every task come after, unranked.", "",
              "| rank | method | mean strict | seeds per task | tasks with runs |", "|" + " --- |" * 5]
