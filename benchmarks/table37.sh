@@ -17,7 +17,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/../scripts/setup.sh"
 source "$ROOT/benchmarks/table37_protocol.sh"
 cd "$ROOT"
 export DIR=${DIR:-benchmarks/results/table37}
-TASKS=${TASKS:-$(python -c "from mp1.envs import task_sets; print(' '.join(task_sets()['all37']))")}
+# TASKS unset: all 37; set but empty (e.g. no task owed a second seed): nothing to do.
+TASKS=${TASKS-$(python -c "from mp1.envs import task_sets; print(' '.join(task_sets()['all37']))")}
 POLICIES=${POLICIES:-mp1-tuned,dp3}
 JOBS=${JOBS:-2}
 # As many tasks per sweep as keep JOBS runs busy: one task of two policies, or two of one.

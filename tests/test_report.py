@@ -126,11 +126,15 @@ def test_sweep_report_ranks_methods_on_the_development_set(tmp_path):
         fake_run(tmp_path, "metaworld/dial-turn", "mp1", seed, dial, dial)
         fake_run(tmp_path, "metaworld/dial-turn", "dp3", seed, 0.9, 0.9)
         fake_run(tmp_path, "metaworld/push", "flowpolicy", seed, 1.0, 1.0)
+    fake_run(tmp_path, "metaworld/dial-turn", "mp1", 2, 0.8, 0.8)  # per task first: dial-turn 60, not 80/3 pooled
     fake_run(tmp_path, "metaworld/button-press", "flowpolicy", 0, 0.9, 0.9)
     fake_run(tmp_path, "metaworld/dial-turn", "flowpolicy", 0, 0.9, 0.9)
     text = write_sweep_report(tmp_path, dev_set=["metaworld/button-press", "metaworld/dial-turn"]).read_text()
     choice = text[text.index("## The choice: the development set (2 tasks)"):]
-    assert "| 1 | flowpolicy | 90.0 | 1 | 2 |\n| 2 | mp1 | 75.0 | 2 | 2 |\n| – | dp3 | 90.0 | 0-2 | 1 |" in choice
+    assert "| 1 | flowpolicy | 90.0 | 1 | 2 |\n| 2 | mp1 | 80.0 | 2-3 | 2 |\n| – | dp3 | 90.0 | 0-2 | 1 |" in choice
+    # A development task without runs (a typo, or another sweep's folder): nothing is ranked.
+    text = write_sweep_report(tmp_path, dev_set=["metaworld/dial-turn", "metaworld/reach"]).read_text()
+    assert "no runs of metaworld/reach" in text and "\n| 1 |" not in text and "| – | flowpolicy | 90.0 | 0-1 | 1 |" in text
 
 
 def test_sweep_report_counts_inference_knobs_as_variants_of_the_same_run(tmp_path):
@@ -175,6 +179,10 @@ def test_sweep_report_keeps_tasks_as_rows_while_they_outnumber_the_methods(tmp_p
             fake_run(tmp_path / "six", task, policy, 0, 0.5, 0.5)
     text = write_sweep_report(tmp_path / "six").read_text()
     assert "| task | group | mp1 strict | mp1 DP3 |" in text and "| metaworld/shelf-place | very hard | 50.0 (n=1) |" in text
+    for task in ("metaworld/push", "metaworld/assembly", "metaworld/pick-place"):  # 5 rows (3 tasks, hard, all): still tasks
+        for policy in ("mp1", "dp3", "mp1-tuned", "flowpolicy", "regression"):
+            fake_run(tmp_path / "three", task, policy, 0, 0.5, 0.5)
+    assert "| task | group | mp1 strict |" in write_sweep_report(tmp_path / "three").read_text()
     for policy in ("mp1", "dp3", "mp1-tuned", "flowpolicy", "regression"):
         fake_run(tmp_path / "one", "metaworld/push", policy, 0, 0.5, 0.5)
     text = write_sweep_report(tmp_path / "one").read_text()

@@ -313,7 +313,7 @@ def write_sweep_report(
                   *table(group_entries(rows, labels, held_out, "held-out "), labels, list(PROTOCOLS))]
         if compared:
             lines += ["", "Against DP3 on these tasks (as above):", "", *versus_dp3(rows, labels, held_out)]
-        lines += ["", *development_ranking(rows, labels, [t for t in tasks if t in dev_set])]
+        lines += ["", *development_ranking(rows, labels, sorted(dev_set, key=paper_order))]
 
     lines += ["", "## Methods", "", "| method | published success (37 tasks, DP3 protocol) | published latency (RTX 4090) | "
               "measured `predict_action` p50 | device | runs | training per run: median (total) |", "|" + " --- |" * 7]
@@ -375,7 +375,7 @@ def group_entries(rows: list[dict], labels: list[str], tasks: list[str], scope: 
 
 def table(entries: list[Entry], labels: list[str], kinds: list[str], trailing: tuple[str, ...] = ()) -> list[str]:
     """A markdown table: a row per entry (task or group), methods side by side, or, when there are
-    more methods than entries (a few-shot sweep's method x demo-count columns on a task or two), a
+    more methods than entries (a few-shot sweep's method x demo-count columns on a few tasks), a
     row per method: the longer list runs down the page. `kinds` are each method's cells in a row,
     `trailing` kinds come after all methods' (so that another protocol's numbers stand apart).
     Beyond each method's first kind, a column with nothing in it (every cell – or absent, e.g. the
@@ -400,6 +400,8 @@ def development_ranking(rows: list[dict], labels: list[str], dev_tasks: list[str
     """The number a setting is chosen on: each method's strict success over the development tasks
     (per task the mean over its seeds, then over tasks), best first. A method without a run on
     every development task is listed after, unranked: its mean would be over other tasks."""
+    if not dev_tasks:
+        return []
     summaries = []
     for label in labels:
         per_task = task_means(rows, "strict", label, dev_tasks)
