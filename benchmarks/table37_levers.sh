@@ -4,7 +4,8 @@
 # strict success on 50 fixed-seed episodes). The unchanged recipes' runs are the table's own
 # (results/table37 for seed 0, results/table37-seed1 for seed 1), so only the variants train here.
 # Choose on the development set alone; the chosen recipe then runs once on all 37 tasks.
-#   DEV="metaworld/dial-turn adroit/pen ..." bash benchmarks/table37_levers.sh LEVER [key=value...]
+#   bash benchmarks/table37_levers.sh LEVER [key=value...]
+#   DEV="metaworld/dial-turn adroit/pen ..." bash benchmarks/table37_levers.sh LEVER   (another set than DEV_SET)
 # LEVER:
 #   boundary    mp1-tuned with a share of (r, t) = (0, 1), the pair one-step sampling uses: 0.25, 0.5
 #   time        mp1-tuned with r and t drawn uniformly instead of logit-normal
@@ -15,9 +16,9 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/setup.sh"
 source "$ROOT/benchmarks/table37_protocol.sh"
 cd "$ROOT"
-lever=${1:?usage: DEV="task ..." table37_levers.sh boundary|time|lr|regression [key=value...]}
+lever=${1:?usage: table37_levers.sh boundary|time|lr|regression [key=value...]}
 shift
-DEV=${DEV:?name the development set: DEV="task task ..." (at most 8 tasks)}
+DEV=${DEV:-${DEV_SET[*]}}
 read -r -a dev_tasks <<< "$DEV"
 if [ ${#dev_tasks[@]} -gt 8 ]; then
     echo "the development set holds at most 8 tasks, got ${#dev_tasks[@]}" >&2

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Issue #22's whole plan on one machine, in the order that settles the most soonest; every step
+# skips what is finished, so after an interruption (or on a new machine, with the committed
+# results) the same command goes on where it stopped:
+#   1. the table, seed 0 (table37.sh);
+#   2. a second seed (table37-seed1/) for the development set and for every task where the two
+#      methods differ by more than 15 points (table37_gaps.py);
+#   3. the training levers on the development set, seeds 0 and 1 (table37_levers.sh);
+#   4. mp1-tuned again, same seed, on the tasks whose policy files left before their inference
+#      knobs were evaluated (table37-rerun/): their knob columns, and a check that the same seed
+#      gives the same strict success.
+# A step that fails stops the plan (the next ones read its results).
+#   bash benchmarks/table37_plan.sh
+#   RESULTS=/tmp/plan-dry DEV=... TASKS=... bash benchmarks/table37_plan.sh epochs=1 ...   (a dry run)
+# STEPS="1 2" runs some steps only; RESULTS (default benchmarks/results) holds the folders; DEV
+# replaces the development set (DEV_SET in table37_protocol.sh); TASKS, step 1's tasks. Settings
+# (key=value) go to every run, so they need a RESULTS of their own: a run's folder does not name
+# the settings it shares with the protocol, and the table would take a dry run's runs for its own.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/setup.sh"
+source "$ROOT/benchmarks/table37_protocol.sh"
+cd "$ROOT"
+if [ $# -gt 0 ] && [ -z "${RESULTS:-}" ]; then
+    echo "settings ($*) change the protocol: give them a folder of their own, RESULTS=..." >&2
+    exit 2
+fi
+RESULTS=${RESULTS:-benchmarks/results}
+DEV=${DEV:-${DEV_SET[*]}}
+for step in ${STEPS:-1 2 3 4}; do
+    echo "[plan] step $step"
+    case "$step" in
+        1) DIR=$RESULTS/table37 bash benchmarks/table37.sh "$@" ;;
+        2) gaps=$(python benchmarks/table37_gaps.py "$RESULTS/table37")
+           # a task named twice runs once: the second time it is finished
+           DIR=$RESULTS/table37-seed1 TASKS="$DEV $gaps" bash benchmarks/table37.sh "$@" seed=1 ;;
+        3) for lever in boundary time regression lr; do
+               DIR=$RESULTS/table37-lever-$lever DEV="$DEV" bash benchmarks/table37_levers.sh "$lever" "$@"
+           done ;;
+        4) # the table's tasks with no 2-step evaluation of mp1-tuned, neither in the table nor rerun
+           knobless=$(python - "$RESULTS/table37" "$RESULTS/table37-rerun" <<'EOF'
+import sys
+from pathlib import Path
+
+from mp1.report import collect_runs
+
+rows = [row for root in sys.argv[1:] if Path(root).exists() for row in collect_runs(root)]
+tasks = {r["task"] for r in rows if r["policy"] == "mp1-tuned"}
+print(" ".join(sorted(tasks - {r["task"] for r in rows if r["policy"] == "mp1-tuned[steps=2]"})))
+EOF
+)
+           if [ -n "$knobless" ]; then
+               DIR=$RESULTS/table37-rerun POLICIES=mp1-tuned TASKS="$knobless" bash benchmarks/table37.sh "$@"
+           fi ;;
+        *) echo "unknown step $step (1-4)" >&2; exit 2 ;;
+    esac
+done
