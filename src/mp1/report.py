@@ -414,11 +414,9 @@ def development_ranking(rows: list[dict], labels: list[str], dev_tasks: list[str
              "Strict success over the development tasks (per task the mean over its seeds, then over tasks), best "
              "first; methods without a run on every task come after, unranked.", "",
              "| rank | method | mean strict | seeds per task | tasks with runs |", "|" + " --- |" * 5]
-    lines += [f"| {rank} | {label} | {100 * mean:.1f} | {seeds} | {count} |"
-              for rank, (label, mean, seeds, count) in enumerate(complete, 1)]
-    lines += [f"| – | {label} | {'–' if np.isnan(mean) else f'{100 * mean:.1f}'} | {seeds} | {count} |"
-              for label, mean, seeds, count in partial]
-    return lines
+    ranked = [(str(rank), summary) for rank, summary in enumerate(complete, 1)] + [("–", summary) for summary in partial]
+    return lines + [f"| {rank} | {label} | {'–' if np.isnan(mean) else f'{100 * mean:.1f}'} | {seeds} | {count} |"
+                    for rank, (label, mean, seeds, count) in ranked]
 
 
 def dp3_baselines(rows: list[dict], labels: list[str]) -> dict[str, str]:
