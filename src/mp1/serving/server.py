@@ -36,6 +36,7 @@ import queue
 import signal
 import threading
 import time
+import weakref
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable
@@ -45,6 +46,7 @@ import torch
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.sync.server import ServerConnection, serve
 
 import mp1
@@ -63,6 +65,9 @@ TOKEN_ENV = "MP1_SERVE_TOKEN"
 # waits for every connection to close, so a client that has stopped answering (a vanished robot
 # process, a refused one not yet collected) would otherwise hold the exit for websockets' 10 s.
 CLOSE_TIMEOUT_S = 0.5
+# How often the idle main thread wakes: a signal that the kernel hands to another thread (any
+# thread may take a process's SIGTERM) is acted on only when the main thread runs Python again.
+SIGNAL_POLL_S = 0.2
 
 log = logging.getLogger("mp1.serve")
 
@@ -112,6 +117,25 @@ class PolicyServer:
         self._jobs: queue.Queue[tuple[Callable[[], Any], Future]] = queue.Queue()
         self._closing = threading.Lock()  # held while a job is queued or the queue is drained
         self._closed = False
+        self._every_connection: weakref.WeakSet[ServerConnection] = weakref.WeakSet()
+        self._every_connection_lock = threading.Lock()
+
+    def new_connection(self, *args: Any, **kwargs: Any) -> ServerConnection:
+        """websockets' connection, remembered from its first byte: the server lists a connection
+        only once its opening handshake is done, and one that never sends its request (a port
+        scan, a half-open socket) would hold shutting down for websockets' 10 s open timeout."""
+        connection = ServerConnection(*args, **kwargs)
+        with self._every_connection_lock:
+            self._every_connection.add(connection)
+        return connection
+
+    def drop_opening_connections(self) -> None:
+        """Closes the sockets of connections still in their opening handshake (while stopping,
+        the server would refuse them anyway)."""
+        with self._every_connection_lock:
+            opening = [c for c in self._every_connection if c.protocol.state is State.CONNECTING]
+        for connection in opening:
+            connection.close_socket()
 
     def on_main_thread(self, job: Callable[[], Any]) -> Any:
         """Runs `job` on the thread in `run_jobs` and returns its result (or raises its error)."""
@@ -129,7 +153,10 @@ class PolicyServer:
         future: Future | None = None
         try:
             while True:
-                job, future = self._jobs.get()
+                try:
+                    job, future = self._jobs.get(timeout=SIGNAL_POLL_S)
+                except queue.Empty:
+                    continue
                 try:
                     future.set_result(job())
                 except Exception as error:  # noqa: BLE001 - handed back to the connection that asked
@@ -229,7 +256,7 @@ def run_server(
                           backend=backend, threads=threads)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops the server as Ctrl-C does
     with serve(server.handle, host, port, max_size=MAX_FRAME_BYTES, compression=None, process_request=health,
-               close_timeout=CLOSE_TIMEOUT_S) as websocket_server:
+               close_timeout=CLOSE_TIMEOUT_S, create_connection=server.new_connection) as websocket_server:
         connections = threading.Thread(target=websocket_server.serve_forever, daemon=True)
         connections.start()
         print(f"serving {server.metadata['policy']} ({policy_path}) on ws://{host}:{port}"
@@ -237,4 +264,8 @@ def run_server(
         try:
             server.run_jobs()  # the policy runs here, on the main thread, until interrupted
         finally:
-            websocket_server.shutdown(reason="the server is shutting down")
+            stopping = threading.Thread(target=websocket_server.shutdown, kwargs={"reason": "the server is shutting down"})
+            stopping.start()
+            while stopping.is_alive():  # open connections get their closing handshake; opening ones are dropped
+                server.drop_opening_connections()
+                stopping.join(timeout=0.05)
