@@ -279,13 +279,14 @@ def cmd_serve(args: argparse.Namespace) -> None:
     try:
         run_server(args.policy, args.host, args.port, args.device, args.seed, args.noise_scale, args.steps, args.token,
                    args.backend, args.threads)
-    except KeyboardInterrupt:
-        print("server stopped", flush=True)
-        # Every client is answered and the log flushed: skip the interpreter's teardown, which
-        # spends 1-2 s unloading torch, so that a supervisor's stop is prompt.
-        logging.shutdown()
-        sys.stderr.flush()
-        os._exit(0)
+    except KeyboardInterrupt:  # Ctrl-C while the policy was still loading, before the server's own handler
+        pass
+    print("server stopped", flush=True)
+    # Every client is answered and the log flushed: skip the interpreter's teardown, which
+    # spends 1-2 s unloading torch, so that a supervisor's stop is prompt.
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def cmd_sampling(args: argparse.Namespace) -> None:

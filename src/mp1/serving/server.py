@@ -65,8 +65,9 @@ TOKEN_ENV = "MP1_SERVE_TOKEN"
 # waits for every connection to close, so a client that has stopped answering (a vanished robot
 # process, a refused one not yet collected) would otherwise hold the exit for websockets' 10 s.
 CLOSE_TIMEOUT_S = 0.5
-# How often the idle main thread wakes: a signal that the kernel hands to another thread (any
-# thread may take a process's SIGTERM) is acted on only when the main thread runs Python again.
+# How often the main thread, waiting for a job, looks at whether a stop was asked for: a signal
+# the kernel hands to another thread (any thread may take a process's SIGTERM) reaches Python's
+# handler only when the main thread runs Python again.
 SIGNAL_POLL_S = 0.2
 
 log = logging.getLogger("mp1.serve")
@@ -117,6 +118,9 @@ class PolicyServer:
         self._jobs: queue.Queue[tuple[Callable[[], Any], Future]] = queue.Queue()
         self._closing = threading.Lock()  # held while a job is queued or the queue is drained
         self._closed = False
+        # Set by the SIGINT/SIGTERM handler. A flag, not KeyboardInterrupt: an exception raised in the
+        # main thread at an arbitrary point can leave the job queue's lock held, and the server hung.
+        self.stop_requested = False
         self._every_connection: weakref.WeakSet[ServerConnection] = weakref.WeakSet()
         self._every_connection_lock = threading.Lock()
 
@@ -147,12 +151,11 @@ class PolicyServer:
         return future.result()
 
     def run_jobs(self) -> None:
-        """Serves `on_main_thread` until interrupted (Ctrl-C or SIGTERM). The job running when the
-        interruption comes, and every job still queued, is answered with `ShuttingDown`, so no
-        connection thread is left waiting."""
-        future: Future | None = None
+        """Serves `on_main_thread` until a stop is requested (Ctrl-C or SIGTERM). The job running
+        then finishes and is answered; every job still queued is answered with `ShuttingDown`, so
+        no connection thread is left waiting."""
         try:
-            while True:
+            while not self.stop_requested:
                 try:
                     job, future = self._jobs.get(timeout=SIGNAL_POLL_S)
                 except queue.Empty:
@@ -164,8 +167,6 @@ class PolicyServer:
         finally:
             with self._closing:
                 self._closed = True
-            if future is not None and not future.done():
-                future.set_exception(ShuttingDown("the server is shutting down"))
             while not self._jobs.empty():
                 self._jobs.get_nowait()[1].set_exception(ShuttingDown("the server is shutting down"))
 
@@ -254,7 +255,12 @@ def run_server(
         torch.set_num_threads(1)
     server = PolicyServer(policy_path, device=device, seed=seed, noise_scale=noise_scale, steps=steps, token=token,
                           backend=backend, threads=threads)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops the server as Ctrl-C does
+
+    def request_stop(signum: int, frame: Any) -> None:
+        server.stop_requested = True
+
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, request_stop)
     with serve(server.handle, host, port, max_size=MAX_FRAME_BYTES, compression=None, process_request=health,
                close_timeout=CLOSE_TIMEOUT_S, create_connection=server.new_connection) as websocket_server:
         connections = threading.Thread(target=websocket_server.serve_forever, daemon=True)
@@ -262,7 +268,7 @@ def run_server(
         print(f"serving {server.metadata['policy']} ({policy_path}) on ws://{host}:{port}"
               f"{' (token required)' if token else ''}", flush=True)
         try:
-            server.run_jobs()  # the policy runs here, on the main thread, until interrupted
+            server.run_jobs()  # the policy runs here, on the main thread, until a stop is requested
         finally:
             stopping = threading.Thread(target=websocket_server.shutdown, kwargs={"reason": "the server is shutting down"})
             stopping.start()
