@@ -8,7 +8,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 PYTHON="${PYTHON:-python3}"
 
-have_lib() { ldconfig -p 2>/dev/null | grep -q "$1"; }
+# grep reads all of it: with pipefail, `grep -q` quitting early would fail the pipe (SIGPIPE)
+have_lib() { ldconfig -p 2>/dev/null | grep "$1" >/dev/null; }
 if ! have_lib libEGL.so.1 || ! have_lib libOSMesa.so; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "[setup] installing GL libraries for offscreen rendering (EGL, OSMesa)"
