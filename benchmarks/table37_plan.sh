@@ -5,7 +5,7 @@
 #   1. the table, seed 0 (table37.sh);
 #   2. a second seed (table37-seed1/) for the development set and for every task where the two
 #      methods differ by more than 15 points (table37_gaps.py);
-#   3. the training levers on the development set, seeds 0 and 1 (table37_levers.sh);
+#   3. the training levers on the development set, seeds 0 and 1, task by task (table37_levers.sh);
 #   4. mp1-tuned again, same seed, on the tasks whose policy files left before their inference
 #      knobs were evaluated (table37-rerun/): their knob columns, and a check that the same seed
 #      gives the same strict success.
@@ -33,8 +33,11 @@ for step in ${STEPS:-1 2 3 4}; do
         2) gaps=$(python benchmarks/table37_gaps.py "$RESULTS/table37")
            # a task named twice runs once: the second time it is finished
            DIR=$RESULTS/table37-seed1 TASKS="$DEV $gaps" bash benchmarks/table37.sh "$@" seed=1 ;;
-        3) for lever in boundary time regression lr; do
-               DIR=$RESULTS/table37-lever-$lever DEV="$DEV" bash benchmarks/table37_levers.sh "$lever" "$@"
+        3) # task by task, so that every lever has the tasks it can move before any has an easy one
+           for task in $DEV; do
+               for lever in boundary time regression lr; do
+                   DIR=$RESULTS/table37-lever-$lever DEV="$task" bash benchmarks/table37_levers.sh "$lever" "$@"
+               done
            done ;;
         4) # the table's tasks with no 2-step evaluation of mp1-tuned, neither in the table nor rerun
            knobless=$(python - "$RESULTS/table37" "$RESULTS/table37-rerun" <<'EOF'
