@@ -276,6 +276,29 @@ def test_a_signal_during_inference_answers_every_client_and_stops_within_2_s(pol
     assert "Traceback" not in process.stderr.read()
 
 
+@pytest.mark.parametrize("first, second", [("SIGINT", "SIGINT"), ("SIGTERM", "SIGINT")])
+def test_a_second_signal_stops_at_once(first, second):
+    """The first signal only asks for a stop, which a main thread stuck in a policy call never
+    reads (here: a 60 s sleep); the second ends the process at once."""
+    child = subprocess.Popen([sys.executable, "-c", f"""
+import os, signal, time, types
+from mp1.serving.server import stop_on_signals
+server = types.SimpleNamespace(stop_requested=False)
+stop_on_signals(server)
+os.kill(os.getpid(), signal.{first})
+assert server.stop_requested
+print("asked", flush=True)
+time.sleep(60)
+"""], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "asked", child.stderr.read()
+        assert seconds_to_stop(child, getattr(signal, second)) < 2.0
+        assert child.returncode == -getattr(signal, second)
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_streaming_client_asks_ahead_and_drops_the_steps_it_missed(policy_file, server):
     from mp1.serving import StreamingClient
 

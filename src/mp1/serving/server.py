@@ -17,7 +17,7 @@ seed makes an episode's actions those of `mp1 eval` for the same seed. `GET /hea
 200 with the policy's name. With a token (`--token` or `MP1_SERVE_TOKEN`), a connection must
 send it as `Authorization: Bearer <token>`, or it is closed with code 1008 and a reason before
 anything reaches the policy. Failures are logged; SIGINT and SIGTERM stop the server, answering
-every request still waiting.
+every request still waiting; a second one stops it at once.
 
 Connections are served by websockets' threads, but every runner call is handed to the main
 thread: torch's CPU kernels ran about 2x slower when called from other threads here (5.2 vs
@@ -239,6 +239,21 @@ def health(connection: ServerConnection, request: Request) -> Response | None:
     return None
 
 
+def stop_on_signals(server: PolicyServer) -> None:
+    """SIGINT and SIGTERM ask `server` to stop after the running request; a second one stops the
+    process at once (the operating system's default action), for a policy call or a shutdown that
+    hangs: the first only sets a flag, which a main thread stuck in a kernel never reads."""
+
+    def request_stop(signum: int, frame: Any) -> None:
+        server.stop_requested = True
+        for stop in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(stop, signal.SIG_DFL)
+        log.info("stopping after the running request; %s again stops at once", signal.Signals(signum).name)
+
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, request_stop)
+
+
 def run_server(
     policy_path: str | Path, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu", seed: int = 0,
     noise_scale: float | None = None, steps: int | None = None, token: str | None = None, backend: str = "torch",
@@ -256,11 +271,7 @@ def run_server(
     server = PolicyServer(policy_path, device=device, seed=seed, noise_scale=noise_scale, steps=steps, token=token,
                           backend=backend, threads=threads)
 
-    def request_stop(signum: int, frame: Any) -> None:
-        server.stop_requested = True
-
-    for stop in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(stop, request_stop)
+    stop_on_signals(server)
     with serve(server.handle, host, port, max_size=MAX_FRAME_BYTES, compression=None, process_request=health,
                close_timeout=CLOSE_TIMEOUT_S, create_connection=server.new_connection) as websocket_server:
         connections = threading.Thread(target=websocket_server.serve_forever, daemon=True)
