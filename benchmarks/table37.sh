@@ -11,7 +11,8 @@
 #   DIR=benchmarks/results/table37-seed1 TASKS="metaworld/hammer adroit/pen" bash benchmarks/table37.sh seed=1
 #   DIR=benchmarks/results/table37-rerun POLICIES=mp1-tuned TASKS="..." bash benchmarks/table37.sh
 #     (one policy again, e.g. to re-make policy files that left with a machine, for the knobs)
-# Results: benchmarks/results/table37/ (TASKS, POLICIES, JOBS, DIR override the defaults).
+# Results: benchmarks/results/table37/ (TASKS, POLICIES, JOBS, DIR override the defaults; DEV, the
+# development set the report marks, as in table37_plan.sh).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/setup.sh"
 source "$ROOT/benchmarks/table37_protocol.sh"
@@ -21,6 +22,7 @@ export DIR=${DIR:-benchmarks/results/table37}
 TASKS=${TASKS-$(python -c "from mp1.envs import task_sets; print(' '.join(task_sets()['all37']))")}
 POLICIES=${POLICIES:-mp1-tuned,dp3}
 JOBS=${JOBS:-2}
+DEV=${DEV:-${DEV_SET[*]}}
 # As many tasks per sweep as keep JOBS runs busy: one task of two policies, or two of one.
 IFS=, read -r -a policies <<< "$POLICIES"
 per_sweep=$(( JOBS / ${#policies[@]} > 1 ? JOBS / ${#policies[@]} : 1 ))
@@ -29,6 +31,7 @@ failed=()
 for ((i = 0; i < ${#tasks[@]}; i += per_sweep)); do  # a batch that fails is reported at the end; the others still run
     batch=$(IFS=,; echo "${tasks[*]:i:per_sweep}")
     mp1 sweep task="$batch" policy="$POLICIES" seed=0 "${PROTOCOL[@]}" "$@" --dir "$DIR" --jobs "$JOBS" \
+        --dev-set "${DEV// /,}" \
         || failed+=("$batch")
     bash "$ROOT/benchmarks/table37_knobs.sh" || failed+=("$batch (knobs)")
 done

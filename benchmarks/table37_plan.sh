@@ -25,7 +25,7 @@ if [ $# -gt 0 ] && [ -z "${RESULTS:-}" ]; then
     exit 2
 fi
 RESULTS=${RESULTS:-benchmarks/results}
-DEV=${DEV:-${DEV_SET[*]}}
+export DEV=${DEV:-${DEV_SET[*]}}  # table37.sh's reports mark it
 for step in ${STEPS:-1 2 3 4}; do
     echo "[plan] step $step"
     case "$step" in

@@ -81,5 +81,10 @@ def test_tiny_sweep_runs_skips_and_reports(tmp_path, data_dir, launcher, policie
         assert success.count(f" ({demos} demos) strict") + success.count(f" ({demos} demos) |") == len(policies)
     assert (tmp_path / "few_shot.png").exists() and (tmp_path / "learning_curves.png").exists()
     stamps = [f.stat().st_mtime_ns for f in finals]
-    sweep(args, tmp_path, launcher=launcher, jobs=2)  # everything finished: nothing is retrained
+    report_stamp = report.stat().st_mtime_ns
+    sweep(args, tmp_path, launcher=launcher, jobs=2)  # everything finished: nothing is retrained or reported
     assert [f.stat().st_mtime_ns for f in finals] == stamps
+    assert report.stat().st_mtime_ns == report_stamp
+    report.unlink()  # ... unless the report is missing; the development set reaches it
+    sweep(args, tmp_path, launcher=launcher, jobs=2, dev_set=["metaworld/button-press"])
+    assert "Development set (marked *dev*): metaworld/button-press" in report.read_text()

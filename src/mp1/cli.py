@@ -310,7 +310,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     from mp1.sweep import sweep
 
     options = dict(OmegaConf.to_container(OmegaConf.from_dotlist(args.slurm)))
-    print(f"wrote {sweep(args.overrides, args.dir, args.launcher, args.jobs, options)}")
+    print(f"report: {sweep(args.overrides, args.dir, args.launcher, args.jobs, options, args.dev_set or ())}")
 
 
 def cmd_import_bag(args: argparse.Namespace) -> None:
@@ -335,6 +335,11 @@ def cmd_import_hdf5(args: argparse.Namespace) -> None:
     for result in import_hdf5(args.file, args.out, settings, CloudSettings(args.crop_low, args.crop_high, args.num_points)):
         print(result.summary(), flush=True)
     print(f"store: {args.out}")
+
+
+def task_list(text: str) -> list[str]:
+    """`a,b,` -> ["a", "b"]: a comma-separated list of tasks on the command line."""
+    return [task for task in text.split(",") if task]
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
@@ -432,7 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Arguments are mp1 train's key=value overrides; comma-separated values (Hydra's sweep syntax, "
         "are swept as a cartesian product; task= accepts set names (cpu-suite, easy, adroit3, all37, ...). "
         "Runs go to joblib's process pool (--launcher local) or to SLURM through submitit (--launcher slurm). "
-        "Finished runs are skipped and interrupted ones resume; the report is written at the end.",
+        "Finished runs are skipped and interrupted ones resume; the report is written at the end (when nothing ran, "
+        "only if there is none: mp1 report remakes it).",
     )
     sweep.add_argument("overrides", nargs="*", help="key=value or key=v1,v2,...")
     sweep.add_argument("--dir", required=True, help="sweep folder: one sub-folder per run, report.md at the top")
@@ -442,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--slurm", action="append", default=[], metavar="KEY=VALUE",
         help="submitit executor parameter, e.g. --slurm slurm_partition=gpu --slurm timeout_min=240 --slurm gpus_per_node=1",
     )
+    sweep.add_argument("--dev-set", type=task_list, metavar="TASKS", help="as mp1 report --dev-set, for the sweep's report")
     sweep.set_defaults(func=cmd_sweep)
 
     serve = commands.add_parser(
@@ -494,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("roots", nargs="+", metavar="root", help="a folder holding run folders (any depth); several are reported as one")
     report.add_argument("--out", help="output folder (default: ROOT; needed for several)")
     report.add_argument(
-        "--dev-set", type=lambda text: [task for task in text.split(",") if task], metavar="TASKS",
+        "--dev-set", type=task_list, metavar="TASKS",
         help="comma-separated tasks used to choose settings (e.g. metaworld/push,adroit/pen): marked in the tables, "
         "and the headline means and wins against DP3 are also given without them",
     )

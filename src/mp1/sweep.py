@@ -6,7 +6,9 @@ task sets. Every combination is checked before anything runs, the demos are gene
 task, and the runs are handed to an existing launcher: joblib's process pool on this machine,
 submitit on SLURM. A run's folder is a function of its settings, so running the same command
 again skips finished runs (final.json present) and resumes interrupted ones from their last
-checkpoint. The report over all runs is written at the end.
+checkpoint. The report over all runs is written at the end; a call that finds every run finished
+leaves an existing report as it is (`mp1 report` remakes it), so that a long plan that calls the
+sweep task by task skips finished tasks in seconds.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import itertools
 import os
 import traceback
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,9 +130,10 @@ def _result(job) -> str:
 
 def sweep(
     overrides: list[str], sweep_dir: str | Path, launcher: str = "local", jobs: int = 1,
-    launcher_options: dict | None = None,
+    launcher_options: dict | None = None, dev_set: Collection[str] = (),
 ) -> Path:
-    """Runs (or resumes) a sweep and writes its report; returns the report path."""
+    """Runs (or resumes) a sweep and writes its report (`dev_set` as `mp1 report --dev-set`);
+    returns the report path."""
     if launcher not in LAUNCHERS:
         raise ValueError(f"unknown launcher {launcher!r}; choose from {', '.join(LAUNCHERS)}")
     if jobs < 1:
@@ -137,15 +141,21 @@ def sweep(
     sweep_dir = Path(sweep_dir)
     runs = plan(overrides, sweep_dir)
     with FolderLock(sweep_dir):  # one sweep per folder; each run also locks its own
-        return _run_sweep(runs, sweep_dir, launcher, jobs, launcher_options)
+        return _run_sweep(runs, sweep_dir, launcher, jobs, launcher_options, dev_set)
 
 
-def _run_sweep(runs: list[SweepRun], sweep_dir: Path, launcher: str, jobs: int, launcher_options: dict | None) -> Path:
+def _run_sweep(
+    runs: list[SweepRun], sweep_dir: Path, launcher: str, jobs: int, launcher_options: dict | None, dev_set: Collection[str]
+) -> Path:
     from mp1.data.demos import DemoConfig, generate_demos
     from mp1.report import write_sweep_report
 
     pending = [run for run in runs if not run.finished]
     print(f"[sweep] {len(runs)} runs, {len(runs) - len(pending)} finished already -> {sweep_dir}", flush=True)
+    report = sweep_dir / "report.md"
+    if not pending and report.exists():
+        print(f"[sweep] nothing to run: {report} stands (mp1 report remakes it)", flush=True)
+        return report
 
     stores: dict[tuple[str, int, int], set[str]] = {}
     for run in pending:
@@ -166,7 +176,7 @@ def _run_sweep(runs: list[SweepRun], sweep_dir: Path, launcher: str, jobs: int, 
     failed = [(run, error) for run, error in zip(pending, errors) if error]
     for run, error in failed:
         print(f"[sweep] FAILED {run.folder}:\n{error}", flush=True)
-    report = write_sweep_report(sweep_dir) if len(failed) < len(runs) else None
+    report = write_sweep_report(sweep_dir, dev_set=dev_set) if len(failed) < len(runs) else None
     if failed:
         raise SweepError(f"{len(failed)} of {len(pending)} runs failed (see above); run the same command to retry them")
     return report
