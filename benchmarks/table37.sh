@@ -4,9 +4,10 @@
 # periodic evaluation every 20 epochs on 10 episodes), strict success of the final EMA weights on
 # 50 fixed-seed episodes. Task by task, both policies of a task train side by side (--jobs 2; one
 # policy alone: two tasks side by side); then the inference knobs (benchmarks/table37_knobs.sh)
-# are evaluated on the new mp1-tuned runs at once, so their results are in the folder before the
-# policy files can leave with the machine. 74 runs of 15-25 minutes on a 2-core CPU: hours; it
-# resumes where it stopped.
+# are evaluated on the new mp1-tuned runs at once, and a Meta-World task mp1-tuned loses by more
+# than 15 points gets its loss analysis (benchmarks/table37_losses.py --lost-in), so their
+# results are in the folder before the policy files can leave with the machine. 74 runs of 15-25
+# minutes on a 2-core CPU: hours; it resumes where it stopped.
 #   bash benchmarks/table37.sh [key=value...]
 #   DIR=benchmarks/results/table37-seed1 TASKS="metaworld/hammer adroit/pen" bash benchmarks/table37.sh seed=1
 #   DIR=benchmarks/results/table37-rerun POLICIES=mp1-tuned TASKS="..." bash benchmarks/table37.sh
@@ -34,6 +35,7 @@ for ((i = 0; i < ${#tasks[@]}; i += per_sweep)); do  # a batch that fails is rep
         --dev-set "${DEV// /,}" \
         || failed+=("$batch")
     bash "$ROOT/benchmarks/table37_knobs.sh" || failed+=("$batch (knobs)")
+    python "$ROOT/benchmarks/table37_losses.py" --lost-in "$DIR" || failed+=("$batch (losses)")
 done
 if [ ${#failed[@]} -gt 0 ]; then
     printf 'failed: %s\n' "${failed[@]}" >&2

@@ -13,22 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
-
-from mp1.report import average_or_nan, collect_runs, paper_order, pick
-
-
-def gaps(root: str, over: float, methods: tuple[str, str]) -> list[tuple[str, float, float]]:
-    """(task, first method's strict %, second's; each the mean over its seeds) for each task where
-    both have a strict evaluation and they differ by more than `over` points."""
-    rows = collect_runs(root)
-    found = []
-    for task in sorted({r["task"] for r in rows}, key=paper_order):
-        # rounded: 100 * 0.45 is 45.00000000000001, and 60 - 45 must not exceed 15
-        a, b = (round(100 * average_or_nan(pick(rows, "strict", task=task, policy=m)), 6) for m in methods)
-        if not (np.isnan(a) or np.isnan(b)) and abs(a - b) > over:
-            found.append((task, a, b))
-    return found
+from mp1.report import collect_runs, strict_gaps
 
 
 def main() -> None:
@@ -37,7 +22,7 @@ def main() -> None:
     parser.add_argument("--over", type=float, default=15.0, help="margin in points (default 15)")
     parser.add_argument("--methods", nargs=2, default=("mp1-tuned", "dp3"), metavar=("A", "B"))
     args = parser.parse_args()
-    found = gaps(args.root, args.over, tuple(args.methods))
+    found = strict_gaps(collect_runs(args.root), args.over, tuple(args.methods))
     for task, a, b in found:
         print(f"{task}: {args.methods[0]} {a:.0f}% vs {args.methods[1]} {b:.0f}%", file=sys.stderr)
     print(" ".join(task for task, _, _ in found))

@@ -16,12 +16,18 @@ grasp), with the still share and jerk of failures against successes and the expe
 ``<run>/eval/losses_seed1000_<N>ep.json`` and prints one summary line per run.
 
     python benchmarks/table37_losses.py RUN [RUN ...] [--episodes 50]
+    python benchmarks/table37_losses.py --lost-in DIR [--over 15]
+
+``--lost-in`` takes, instead of named runs, both runs of every Meta-World task under DIR that
+mp1-tuned loses to DP3 by more than ``--over`` points and that have no analysis yet: table37.sh
+calls it after each task, so the analysis is made while the policy files are on the machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +36,7 @@ from mp1.envs import make_env
 from mp1.evaluate import DP3_EPISODE_STEPS
 from mp1.policies import Policy
 from mp1.policies.policy import read_policy_file
+from mp1.report import collect_runs, strict_gaps
 from mp1.runtime import PolicyRunner
 
 FIRST_SEED = 1000
@@ -85,14 +92,42 @@ def line(name: str, s: dict) -> str:
             f"{show(s['jerk_median_failures'], '.3f')} (successes / failures)")
 
 
+def result_path(run: Path, episodes: int) -> Path:
+    return run / "eval" / f"losses_seed{FIRST_SEED}_{episodes}ep.json"
+
+
+def lost_runs(root: Path, over: float, episodes: int) -> list[Path]:
+    """Both runs of each Meta-World task under `root` that mp1-tuned loses to DP3 by more than
+    `over` points, less those analysed already; a run whose policy file has left with its machine
+    is named and skipped."""
+    rows = collect_runs(root)
+    runs = []
+    for task, mine, theirs in strict_gaps(rows, over, ("mp1-tuned", "dp3")):
+        if not task.startswith("metaworld/") or mine > theirs:
+            continue
+        for run in (Path(r["run"]) for r in rows if r["task"] == task and r["policy"] in ("mp1-tuned", "dp3")):
+            if result_path(run, episodes).exists():
+                continue
+            if (run / "policy_latest.pt").exists():
+                runs.append(run)
+            else:
+                print(f"[losses] {run}: no analysis and no policy file (it left with a machine)", file=sys.stderr)
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("runs", nargs="*", type=Path)
+    parser.add_argument("--lost-in", type=Path, metavar="DIR", help="instead of RUNs: the lost tasks' runs under DIR")
+    parser.add_argument("--over", type=float, default=15.0, help="with --lost-in: the margin in points (default 15)")
     parser.add_argument("--episodes", type=int, default=50)
     args = parser.parse_args()
+    if bool(args.runs) == bool(args.lost_in):
+        parser.error("name the runs, or give --lost-in DIR: one of the two")
+    runs = lost_runs(args.lost_in, args.over, args.episodes) if args.lost_in else args.runs
     seeds = list(range(FIRST_SEED, FIRST_SEED + args.episodes))
     experts: dict[str, dict] = {}
-    for run in args.runs:
+    for run in runs:
         payload = read_policy_file(run / "policy_latest.pt")
         extra = payload["extra"]
         task = extra["task"]
@@ -110,9 +145,11 @@ def main() -> None:
         finally:
             env.close()
         result = {"task": task, "episodes": episodes, "summary": summary(episodes), "expert": experts[task]}
-        out = run / "eval" / f"losses_seed{FIRST_SEED}_{args.episodes}ep.json"
+        out = result_path(run, args.episodes)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1))
+        partial = out.with_suffix(".partial")  # renamed when whole: --lost-in skips what exists
+        partial.write_text(json.dumps(result, indent=1))
+        partial.replace(out)
         print(line(str(run), result["summary"]), flush=True)
 
 

@@ -279,3 +279,29 @@ def test_second_seeds_follow_the_table_rule(tmp_path):
     result = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["adroit/pen", "metaworld/stick-pull"]
     assert "adroit/pen: mp1-tuned 20% vs dp3 90%" in result.stderr
+
+
+def test_loss_analysis_takes_the_lost_tasks(tmp_path, capsys):
+    """benchmarks/table37_losses.py --lost-in picks both runs of each Meta-World task mp1-tuned
+    loses by more than the margin, less those analysed already; a run without its policy file is
+    named, not rolled out."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "table37_losses.py"
+    spec = importlib.util.spec_from_file_location("table37_losses", script)
+    losses = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(losses)
+    for task, mine, theirs in [("metaworld/stick-push", 0.46, 0.66), ("metaworld/hand-insert", 0.2, 0.4),
+                               ("metaworld/lever-pull", 0.84, 0.56), ("metaworld/push", 0.4, 0.5), ("adroit/pen", 0.1, 0.9)]:
+        for policy, strict in (("mp1-tuned", mine), ("dp3", theirs)):
+            fake_run(tmp_path, task, policy, 0, strict, strict, folder=f"policy={policy}")
+            (tmp_path / task.replace("/", "_") / f"policy={policy}" / "policy_latest.pt").touch()
+    analysed = losses.result_path(tmp_path / "metaworld_hand-insert" / "policy=dp3", 50)
+    analysed.parent.mkdir()
+    analysed.write_text("{}")
+    (tmp_path / "metaworld_stick-push" / "policy=dp3" / "policy_latest.pt").unlink()
+    runs = losses.lost_runs(tmp_path, 15.0, 50)
+    assert [(run.parent.name, run.name) for run in runs] == [
+        ("metaworld_hand-insert", "policy=mp1-tuned"), ("metaworld_stick-push", "policy=mp1-tuned")]
+    assert "metaworld_stick-push/policy=dp3: no analysis and no policy file" in capsys.readouterr().err
