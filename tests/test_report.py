@@ -305,3 +305,28 @@ def test_loss_analysis_takes_the_lost_tasks(tmp_path, capsys):
     assert [(run.parent.name, run.name) for run in runs] == [
         ("metaworld_hand-insert", "policy=mp1-tuned"), ("metaworld_stick-push", "policy=mp1-tuned")]
     assert "metaworld_stick-push/policy=dp3: no analysis and no policy file" in capsys.readouterr().err
+
+
+def test_a_repeated_run_counts_once_and_is_listed(tmp_path):
+    """A rerun with the same settings and seed (table37-rerun beside table37) is not another seed:
+    the first folder's run counts, the repeat is listed beside it, and the rerun's own knob
+    evaluations still count (they are not repeats)."""
+    fake_run(tmp_path / "table", "metaworld/push", "mp1-tuned", 0, 0.5, 0.5, folder="policy=mp1-tuned")
+    fake_run(tmp_path / "table", "metaworld/push", "dp3", 0, 0.4, 0.4, folder="policy=dp3")
+    fake_run(tmp_path / "rerun", "metaworld/push", "mp1-tuned", 0, 0.54, 0.54, folder="policy=mp1-tuned")
+    knob = tmp_path / "rerun" / "metaworld_push" / "policy=mp1-tuned" / "eval" / "eval_seed1000_50ep_steps2.json"
+    knob.parent.mkdir()
+    knob.write_text(json.dumps({"seed": 1000, "episodes": 50, "success_rate": 0.6, "latency_p50_ms": 9.0,
+                                "device": "cpu", "sampling": {"steps": 2}}))
+    for folder in ("table", "rerun"):  # the strict evaluation's first seed, as knob files are matched on it
+        for final in (tmp_path / folder).rglob("final.json"):
+            record = json.loads(final.read_text())
+            record["strict_protocol"]["seed"] = 1000
+            final.write_text(json.dumps(record))
+    text = write_sweep_report([tmp_path / "table", tmp_path / "rerun"], tmp_path / "both").read_text()
+    assert "| metaworld/push | hard | 40.0 (n=1) | 40.0 (n=1) | 50.0 (n=1) | 50.0 (n=1) | 60.0 (n=1) |" in text
+    assert "**1 run repeats an earlier one's settings and seed**" in text
+    assert ("| metaworld/push | mp1-tuned | 0 | 50.0 (table/metaworld_push/policy=mp1-tuned) | "
+            "54.0 (rerun/metaworld_push/policy=mp1-tuned) |") in text
+    assert len((tmp_path / "both" / "runs.csv").read_text().splitlines()) == 1 + 4  # the CSV keeps every run
+    assert "Repeated runs" not in write_sweep_report(tmp_path / "table").read_text()

@@ -248,8 +248,9 @@ def write_sweep_report(
     difficulty group in the paper's order; overall; both protocols, labelled; published numbers
     beside; wins, ties and losses against DP3; training time and latency; a few-shot table when
     demo counts vary; the headline outside `dev_set`, the tasks used to choose settings, when
-    given; the columns that mix recipes), a CSV of all runs, and plots: per-task bars, success vs
-    latency, each method against DP3, learning curves, few-shot."""
+    given; the columns that mix recipes; runs repeated with the same settings and seed, which
+    count once), a CSV of all runs, and plots: per-task bars, success vs latency, each method
+    against DP3, learning curves, few-shot."""
     import csv
 
     roots = [roots] if isinstance(roots, (str, Path)) else list(roots)
@@ -265,6 +266,7 @@ def write_sweep_report(
         writer = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k not in ("curve", "recipe")], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+    rows, repeats = drop_repeats(rows)
 
     few_shot = len({r["demos"] for r in rows}) > 1
     for r in rows:  # the column a run belongs to
@@ -296,6 +298,9 @@ def write_sweep_report(
                   + (f"; no runs of {', '.join(missing)}" if missing else "") + ". Headline over the other tasks below."]
     if recipes:
         lines += ["", "**Some columns mix runs of different recipes**: see *Runs that differ in recipe* below."]
+    if repeats:
+        lines += ["", f"**{len(repeats)} {'run repeats' if len(repeats) == 1 else 'runs repeat'} an earlier one's "
+                  "settings and seed** and counted once: see *Repeated runs* below."]
 
     entries = [(f"{task} *dev*" if task in dev_set else task, task_group(task),
                 {l: {kind: cell(pick(rows, key, task=task, label=l)) for kind, key in PROTOCOLS.items()} for l in labels})
@@ -346,7 +351,7 @@ def write_sweep_report(
             per_count = [cell(task_means(rows, "strict", f"{variant} ({d} demos)", tasks)) for d in counts]
             lines.append(f"| {variant} | " + " | ".join(per_count) + " |")
         plots.append(plot_few_shot(rows, variants, counts, tasks, out_dir / "few_shot.png"))
-    lines += recipes
+    lines += recipes + repeated_runs(repeats, roots)
     lines += [""] + [f"![{plot.stem}]({plot.name})" for plot in plots] + ["", "All runs: [runs.csv](runs.csv)"]
     out = out_dir / "report.md"
     out.write_text("\n".join(lines) + "\n")
@@ -475,6 +480,41 @@ def versus_dp3(rows: list[dict], labels: list[str], tasks: list[str]) -> list[st
         if won or lost:
             named.append(f"- {label}: wins {', '.join(won) or 'none'}; losses {', '.join(lost) or 'none'}")
     return lines + [""] + named
+
+
+REPEAT_KEYS = ("task", "policy", "seed", "demos", "preset", "steps", "episodes")
+
+
+def drop_repeats(rows: list[dict]) -> tuple[list[dict], list[tuple[dict, dict]]]:
+    """The rows with one run per method, task, seed and setting, and (counted, repeat) pairs for
+    the others. A run repeated with the same settings and seed (a rerun that re-makes a policy
+    file or checks reproducibility, reported beside the table it repeats) would otherwise count
+    as another seed; the first folder's run counts."""
+    kept, first, repeats = [], {}, []
+    for row in rows:
+        key = tuple(row[k] for k in REPEAT_KEYS)
+        if key in first:
+            repeats.append((first[key], row))
+        else:
+            first[key] = row
+            kept.append(row)
+    return kept, repeats
+
+
+def repeated_runs(repeats: list[tuple[dict, dict]], roots: list[str | Path]) -> list[str]:
+    """Each repeated run beside the one that counts: the reproducibility check a rerun makes."""
+    def named(row: dict) -> str:  # the run's folder below its root's parent: no machine's paths
+        run = Path(row["run"]).resolve()
+        root = next(Path(r).resolve() for r in roots if run.is_relative_to(Path(r).resolve()))
+        return str(run.relative_to(root.parent))
+
+    if not repeats:
+        return []
+    return ["", "## Repeated runs", "", "Runs with the same method, task, seed, demos, preset, training steps and strict "
+            "episodes as an earlier one: strict success in %; the first counts, the repeat does not.", "",
+            "| task | method | seed | counted | repeat |", "|" + " --- |" * 5,
+            *(f"| {repeat['task']} | {repeat['policy']} | {repeat['seed']} | {100 * counted['strict']:.1f} "
+              f"({named(counted)}) | {100 * repeat['strict']:.1f} ({named(repeat)}) |" for counted, repeat in repeats)]
 
 
 def recipe_differences(rows: list[dict], labels: list[str]) -> list[str]:
