@@ -23,7 +23,6 @@ export DIR=${DIR:-benchmarks/results/table37}
 TASKS=${TASKS-$(python -c "from mp1.envs import task_sets; print(' '.join(task_sets()['all37']))")}
 POLICIES=${POLICIES:-mp1-tuned,dp3}
 JOBS=${JOBS:-2}
-DEV=${DEV:-${DEV_SET[*]}}
 # As many tasks per sweep as keep JOBS runs busy: one task of two policies, or two of one.
 IFS=, read -r -a policies <<< "$POLICIES"
 per_sweep=$(( JOBS / ${#policies[@]} > 1 ? JOBS / ${#policies[@]} : 1 ))

@@ -18,7 +18,6 @@ source "$ROOT/benchmarks/table37_protocol.sh"
 cd "$ROOT"
 lever=${1:?usage: table37_levers.sh boundary|time|lr|regression [key=value...]}
 shift
-DEV=${DEV:-${DEV_SET[*]}}
 read -r -a dev_tasks <<< "$DEV"
 if [ ${#dev_tasks[@]} -gt 8 ]; then
     echo "the development set holds at most 8 tasks, got ${#dev_tasks[@]}" >&2

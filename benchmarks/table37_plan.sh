@@ -28,7 +28,6 @@ if [ $# -gt 0 ] && [ -z "${RESULTS:-}" ]; then
     exit 2
 fi
 RESULTS=${RESULTS:-benchmarks/results}
-export DEV=${DEV:-${DEV_SET[*]}}  # table37.sh's reports mark it
 for step in ${STEPS:-1 2 4 3}; do
     echo "[plan] step $step"
     case "$step" in

@@ -13,3 +13,5 @@ PROTOCOL=(preset=cpu demos=10 epochs=60 warmup_steps=50 eval_every=20 eval_episo
 # shellcheck disable=SC2034
 DEV_SET=(metaworld/dial-turn metaworld/peg-insert-side metaworld/hand-insert metaworld/stick-push
          metaworld/button-press metaworld/door-open metaworld/plate-slide metaworld/window-open)
+# The set a script works on: DEV from the environment (a dry run's, or one task of it), else DEV_SET.
+DEV=${DEV:-${DEV_SET[*]}}
