@@ -97,6 +97,9 @@ def test_sweep_report_against_dp3_in_the_papers_group_order(tmp_path):
     assert "| mp1 vs dp3 | 1 / 0 / 0 | 0 / 1 / 0 | 0 / 0 / 1 | 1 / 0 / 0 | 0 / 0 / 0 | 2 / 1 / 1 |" in text
     assert "- mp1: wins adroit/pen, metaworld/assembly; losses metaworld/coffee-pull" in text
     assert "| mp1 | 78.9% | 6.8 ms | 7.00 ms | cpu | 6 | 10.0 min (61.0 min) |" in text  # training time per run
+    # cost per task, and per group over the runs of its tasks (assembly's two seeds: 10 and 11 min)
+    assert "| **hard** (runs of its tasks) |  | 10.5 min · 7.0 ms | 10.5 min · 60.0 ms |" in text
+    assert "| **very hard** (runs of its tasks) |  | 10.0 min · 7.0 ms | – |" in text
     assert (tmp_path / "versus_dp3.png").stat().st_size > 5000 and "![versus_dp3](versus_dp3.png)" in text
     assert "Headline" not in text and "Runs that differ in recipe" not in text
 

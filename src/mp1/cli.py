@@ -157,6 +157,7 @@ def cmd_viz(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from mp1.evaluate import dp3_protocol_label
+    from mp1.report import REPORT_FILE
     from mp1.train import Trainer, parse_overrides
 
     config = parse_overrides(args.overrides)
@@ -187,7 +188,7 @@ def cmd_train(args: argparse.Namespace) -> None:
               f"normalised action MSE {validation['val_mse']:.4f}")
     elif not config.task:
         print("no simulator and no held-out episodes: nothing measured the policy (set val_episodes=N)")
-    print(f"report: {config.run_path / 'report.md'}")
+    print(f"report: {config.run_path / REPORT_FILE}")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:

@@ -15,6 +15,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
+# The report's name in a run's folder and in a sweep's: what `mp1 train` and `mp1 sweep` point to.
+REPORT_FILE = "report.md"
+
 
 def read_metrics(run: Path) -> tuple[list[dict], list[dict]]:
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -91,7 +94,7 @@ def write_run_report(run: str | Path) -> Path:
     lines += ["", "![learning curve](learning_curve.png)", ""]
     if (run / "eval" / "final.mp4").exists():
         lines.append("Rollout video: [eval/final.mp4](eval/final.mp4)")
-    out = run / "report.md"
+    out = run / REPORT_FILE
     out.write_text("\n".join(lines) + "\n")
     return out
 
@@ -332,9 +335,13 @@ def write_sweep_report(
         training = f"{duration(float(np.median(seconds)))} ({duration(sum(seconds))})" if seconds else "–"
         lines.append(f"| {label} | {success} | {latency} | {f'{np.median(measured):.2f} ms' if measured else '–'} | "
                      f"{devices} | {len(pick(rows, 'run', label=label))} | {training} |")
+    cost_rows = [(t, task_group(t), [t]) for t in tasks] + [
+        (f"**{group}** (runs of its tasks)", "", [t for t in tasks if group in ("all", task_group(t))])
+        for group in [*groups_of(tasks), "all"]]
     lines += ["", "## Cost per task", "", "Median training wall-clock per run (training steps only) · median `predict_action` "
-              "p50.", "", *table([(t, task_group(t), {l: {"training · p50": cost_cell(rows, t, l)} for l in labels})
-                                         for t in tasks], labels, ["training · p50"])]
+              "p50; in group rows over the runs of the group's tasks.", "",
+              *table([(name, group, {l: {"training · p50": cost_cell(rows, members, l)} for l in labels})
+                      for name, group, members in cost_rows], labels, ["training · p50"])]
 
     plots = [plot_summary(rows, labels, tasks, out_dir / "summary.png")]
     if compared:
@@ -353,7 +360,7 @@ def write_sweep_report(
         plots.append(plot_few_shot(rows, variants, counts, tasks, out_dir / "few_shot.png"))
     lines += recipes + repeated_runs(repeats, roots)
     lines += [""] + [f"![{plot.stem}]({plot.name})" for plot in plots] + ["", "All runs: [runs.csv](runs.csv)"]
-    out = out_dir / "report.md"
+    out = out_dir / REPORT_FILE
     out.write_text("\n".join(lines) + "\n")
     return out
 
@@ -547,10 +554,11 @@ def run_names(runs: list[dict]) -> str:
     return "; ".join(f"{task} (seed {', '.join(seeds[task])})" for task in sorted(seeds, key=paper_order))
 
 
-def cost_cell(rows: list[dict], task: str, label: str) -> str:
-    """Median training wall-clock of a method's runs on a task · their median `predict_action` p50."""
-    seconds = average_or_nan(pick(rows, "train_seconds", task=task, label=label), np.median)
-    latency = average_or_nan(pick(rows, "latency_p50_ms", task=task, label=label), np.median)
+def cost_cell(rows: list[dict], tasks: list[str], label: str) -> str:
+    """Median training wall-clock of a method's runs on `tasks` · their median `predict_action` p50."""
+    runs = [r for r in rows if r["task"] in tasks and r["label"] == label]
+    seconds = average_or_nan([r["train_seconds"] for r in runs], np.median)
+    latency = average_or_nan([r["latency_p50_ms"] for r in runs], np.median)
     if np.isnan(seconds) and np.isnan(latency):
         return "–"
     return f"{duration(seconds)} · {'–' if np.isnan(latency) else f'{latency:.1f} ms'}"

@@ -148,11 +148,11 @@ def _run_sweep(
     runs: list[SweepRun], sweep_dir: Path, launcher: str, jobs: int, launcher_options: dict | None, dev_set: Collection[str]
 ) -> Path:
     from mp1.data.demos import DemoConfig, generate_demos
-    from mp1.report import write_sweep_report
+    from mp1.report import REPORT_FILE, write_sweep_report
 
     pending = [run for run in runs if not run.finished]
     print(f"[sweep] {len(runs)} runs, {len(runs) - len(pending)} finished already -> {sweep_dir}", flush=True)
-    report = sweep_dir / "report.md"
+    report = sweep_dir / REPORT_FILE
     if not pending and report.exists():
         print(f"[sweep] nothing to run: {report} stands (mp1 report remakes it)", flush=True)
         return report
