@@ -33,8 +33,13 @@ for ((i = 0; i < ${#tasks[@]}; i += per_sweep)); do  # a batch that fails is rep
     mp1 sweep task="$batch" policy="$POLICIES" seed=0 "${PROTOCOL[@]}" "$@" --dir "$DIR" --jobs "$JOBS" \
         --dev-set "${DEV// /,}" \
         || failed+=("$batch")
-    bash "$ROOT/benchmarks/table37_knobs.sh" || failed+=("$batch (knobs)")
-    python "$ROOT/benchmarks/table37_losses.py" --lost-in "$DIR" || failed+=("$batch (losses)")
+    # the knobs and the loss analysis of this batch's tasks (a finished task's, skipped, name what is missing)
+    for task in "${tasks[@]:i:per_sweep}"; do
+        folder=$DIR/${task//\//_}
+        [ -d "$folder" ] || continue
+        DIR=$folder bash "$ROOT/benchmarks/table37_knobs.sh" || failed+=("$task (knobs)")
+        python "$ROOT/benchmarks/table37_losses.py" --lost-in "$folder" || failed+=("$task (losses)")
+    done
 done
 if [ ${#failed[@]} -gt 0 ]; then
     printf 'failed: %s\n' "${failed[@]}" >&2
