@@ -40,6 +40,34 @@ def test_predict_action_shapes_and_numpy_input(name):
     assert loss.dim() == 0 and all(v.dim() == 0 and not v.requires_grad for v in info.values())
 
 
+def test_point_encoder_pools_as_amax_does():
+    """The encoder's faster pooling (max with indices, ReLUs in place) changes no value: the same
+    output as a plain per-point MLP pooled with `amax`, and the same gradients (random points have
+    no exact ties, where the two would share the gradient differently)."""
+    from mp1.nn.encoder import PointCloudEncoder
+
+    torch.manual_seed(0)
+    encoder = PointCloudEncoder(3, [16, 32], 8)
+    points = torch.randn(5, 40, 3)
+
+    def reference(points):
+        h = points
+        for layer in encoder.point_mlp:
+            h = torch.relu(h) if isinstance(layer, torch.nn.ReLU) else layer(h)
+        return encoder.projection(h.amax(dim=-2))
+
+    outputs, grads = [], []
+    for forward in (encoder, reference):
+        encoder.zero_grad()
+        out = forward(points)
+        out.square().sum().backward()
+        outputs.append(out.detach())
+        grads.append([p.grad.clone() for p in encoder.parameters()])
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
+    for fast, plain in zip(*grads):
+        torch.testing.assert_close(fast, plain)
+
+
 def test_paper_preset_scale():
     policy = make_policy("mp1", preset="paper")
     assert policy.config.unet.down_dims == [512, 1024, 2048]

@@ -21,19 +21,27 @@ class EncoderConfig:
 
 
 class PointCloudEncoder(nn.Module):
-    """(B, N, C) points -> (B, out_dim): shared per-point MLP, max over points, projection."""
+    """(B, N, C) points -> (B, out_dim): shared per-point MLP, max over points, projection.
+
+    The per-point activations (B x N x 256 at training's batch) are most of a training step's
+    cost on a CPU, where moving them through memory is the bottleneck, hence two choices that
+    change no value: the ReLUs work in place (LayerNorm's backward needs its input, not its
+    output), and the pooling is `max` with indices, whose backward scatters the gradient to
+    the argmax alone, where `amax`'s compares, counts and divides over all N points to share
+    it among ties (exact ties of a positive maximum: about 2 of 65,536 pooled channels in a
+    batch). Together 1.2-1.4x faster training steps on a 2-core CPU (benchmarks/README.md)."""
 
     def __init__(self, in_dim: int, hidden_dims: list[int], out_dim: int):
         super().__init__()
         layers: list[nn.Module] = []
         for width in hidden_dims:
-            layers += [nn.Linear(in_dim, width), nn.LayerNorm(width), nn.ReLU()]
+            layers += [nn.Linear(in_dim, width), nn.LayerNorm(width), nn.ReLU(inplace=True)]
             in_dim = width
         self.point_mlp = nn.Sequential(*layers)
         self.projection = nn.Sequential(nn.Linear(in_dim, out_dim), nn.LayerNorm(out_dim))
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
-        return self.projection(self.point_mlp(points).amax(dim=-2))
+        return self.projection(self.point_mlp(points).max(dim=-2).values)
 
 
 def mlp(in_dim: int, hidden_dims: list[int], out_dim: int) -> nn.Sequential:
