@@ -29,7 +29,7 @@ class PointCloudEncoder(nn.Module):
     output), and the pooling is `max` with indices, whose backward scatters the gradient to
     the argmax alone, where `amax`'s compares, counts and divides over all N points to share
     it among ties (exact ties of a positive maximum: about 2 of 65,536 pooled channels in a
-    batch). Together 1.2-1.4x faster training steps on a 2-core CPU (benchmarks/README.md)."""
+    batch). Together 1.2-1.5x faster training steps on a 2-core CPU (benchmarks/README.md)."""
 
     def __init__(self, in_dim: int, hidden_dims: list[int], out_dim: int):
         super().__init__()
