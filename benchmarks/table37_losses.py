@@ -8,11 +8,15 @@ episode what the simulator reports beside success:
   the episode, in cm (Meta-World's ``obj_to_target``);
 * ``still``: the share of steps in which the hand moved less than 1 mm (hesitation);
 * ``jerk``: the mean change of the action between steps (dithering shows here);
-* ``steps``: the episode's length (up to the first success).
+* ``steps``: the episode's length (up to the first success);
+* ``grasped``: whether Meta-World's ``grasp_success`` (the task's own test of a hold, e.g.
+  stick-push's stick touched and lifted 1 cm) was ever true; absent where the task reports none.
 
 A failure is then ``untouched`` (the object never came 2 mm closer to its goal: the hand missed
 it) or ``short`` (moved towards the goal, not far enough: a weak or misplaced push, a slipped
-grasp), with the still share and jerk of failures against successes and the expert's. Writes
+grasp), with the still share and jerk of failures against successes and the expert's, and how
+many failures never held the object (``short`` can then be the object pushed without the hold the
+task's success also needs). Writes
 ``<run>/eval/losses_seed1000_<N>ep.json`` and prints one summary line per run.
 
     python benchmarks/table37_losses.py RUN [RUN ...] [--episodes 50]
@@ -49,7 +53,7 @@ def episode(env, act, seed: int, reset) -> dict:
     obs, _ = env.reset(seed=seed)
     reset(seed)
     hand, actions = [], []
-    start, closest, success, steps = None, np.inf, False, 0
+    start, closest, success, steps, grasped = None, np.inf, False, 0, None
     while not success:
         action = act(obs)
         obs, _, terminated, truncated, info = env.step(action)
@@ -58,6 +62,8 @@ def episode(env, act, seed: int, reset) -> dict:
         actions.append(np.asarray(action, dtype=np.float64))
         start = float(info["obj_to_target"]) if start is None else start
         closest = min(closest, float(info["obj_to_target"]))
+        if "grasp_success" in info:
+            grasped = bool(grasped) or bool(info["grasp_success"])
         success = bool(info["success"])
         if terminated or truncated:
             break
@@ -65,7 +71,7 @@ def episode(env, act, seed: int, reset) -> dict:
     jerk = np.linalg.norm(np.diff(np.stack(actions), axis=0), axis=1)
     return {"seed": seed, "success": success, "steps": steps, "start_cm": 100 * start, "closest_cm": 100 * closest,
             "still": float(np.mean(moves < STILL_METRES)) if moves.size else 0.0,
-            "jerk": float(np.mean(jerk)) if jerk.size else 0.0}
+            "jerk": float(np.mean(jerk)) if jerk.size else 0.0, **({} if grasped is None else {"grasped": grasped})}
 
 
 def summary(episodes: list[dict]) -> dict:
@@ -76,6 +82,7 @@ def summary(episodes: list[dict]) -> dict:
         "success": len(successes) / len(episodes),
         "untouched": sum(e["start_cm"] - e["closest_cm"] < MOVED_CM for e in failures),
         "short": sum(e["start_cm"] - e["closest_cm"] >= MOVED_CM for e in failures),
+        "never_grasped": sum(not e["grasped"] for e in failures) if all("grasped" in e for e in episodes) else None,
         "closest_cm_of_failures_median": median(failures, "closest_cm"),
         "steps_of_successes_median": median(successes, "steps"),
         **{f"{key}_median_{name}": median(group, key) for key in ("still", "jerk")
@@ -86,7 +93,8 @@ def summary(episodes: list[dict]) -> dict:
 def line(name: str, s: dict) -> str:
     show = lambda value, form: "-" if value is None else format(value, form)
     return (f"{name:<48} success {100 * s['success']:5.1f}%  failures: untouched {s['untouched']:2d}, short {s['short']:2d} "
-            f"(closest {show(s['closest_cm_of_failures_median'], '.1f')} cm)  success steps "
+            f"(closest {show(s['closest_cm_of_failures_median'], '.1f')} cm, never grasped "
+            f"{show(s.get('never_grasped'), 'd')})  success steps "
             f"{show(s['steps_of_successes_median'], '.0f')}  still {show(s['still_median_successes'], '.2f')} / "
             f"{show(s['still_median_failures'], '.2f')}  jerk {show(s['jerk_median_successes'], '.3f')} / "
             f"{show(s['jerk_median_failures'], '.3f')} (successes / failures)")

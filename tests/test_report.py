@@ -308,6 +308,14 @@ def test_loss_analysis_takes_the_lost_tasks(tmp_path, capsys):
     assert [(run.parent.name, run.name) for run in runs] == [
         ("metaworld_hand-insert", "policy=mp1-tuned"), ("metaworld_stick-push", "policy=mp1-tuned")]
     assert "metaworld_stick-push/policy=dp3: no analysis and no policy file" in capsys.readouterr().err
+    # failures that never held the object are counted where the task reports its grasp test
+    episode = dict(steps=200, start_cm=20.0, still=0.5, jerk=0.1)
+    held = [dict(episode, success=s, closest_cm=c, grasped=g) for s, c, g in
+            [(True, 11.0, True), (False, 0.5, False), (False, 3.0, False), (False, 19.0, True)]]
+    summary = losses.summary(held)
+    assert (summary["short"], summary["never_grasped"]) == (3, 2) and "never grasped 2" in losses.line("run", summary)
+    summary = losses.summary([{k: v for k, v in e.items() if k != "grasped"} for e in held])
+    assert summary["never_grasped"] is None and "never grasped -" in losses.line("run", summary)
 
 
 def test_a_repeated_run_counts_once_and_is_listed(tmp_path):
