@@ -209,6 +209,11 @@ def groups_of(tasks: list[str]) -> list[str]:
     return list(dict.fromkeys(task_group(task) for task in tasks))
 
 
+def group_members(tasks: list[str]) -> dict[str, list[str]]:
+    """The tasks of each group, in the paper's order, then all of them under "all": a report's group rows."""
+    return {**{group: [t for t in tasks if task_group(t) == group] for group in groups_of(tasks)}, "all": list(tasks)}
+
+
 def number(value: float | None) -> float:
     """A value from final.json, where a missing number is null (or, in older files, absent)."""
     return float("nan") if value is None else float(value)
@@ -336,8 +341,7 @@ def write_sweep_report(
         lines.append(f"| {label} | {success} | {latency} | {f'{np.median(measured):.2f} ms' if measured else '–'} | "
                      f"{devices} | {len(pick(rows, 'run', label=label))} | {training} |")
     cost_rows = [(t, task_group(t), [t]) for t in tasks] + [
-        (f"**{group}** (runs of its tasks)", "", [t for t in tasks if group in ("all", task_group(t))])
-        for group in [*groups_of(tasks), "all"]]
+        (f"**{group}** (runs of its tasks)", "", members) for group, members in group_members(tasks).items()]
     lines += ["", "## Cost per task", "", "Median training wall-clock per run (training steps only) · median `predict_action` "
               "p50; in group rows over the runs of the group's tasks.", "",
               *table([(name, group, {l: {"training · p50": cost_cell(rows, members, l)} for l in labels})
@@ -391,8 +395,7 @@ def task_means(rows: list[dict], key: str, label: str, tasks: list[str]) -> list
 def group_entries(rows: list[dict], labels: list[str], tasks: list[str], scope: str = "") -> list[Entry]:
     """The mean over the tasks of each group, in the paper's order, then over all `tasks`."""
     entries = []
-    for group in [*groups_of(tasks), "all"]:
-        members = [t for t in tasks if group in ("all", task_group(t))]
+    for group, members in group_members(tasks).items():
         cells = {l: {kind: cell(task_means(rows, key, l, members)) for kind, key in PROTOCOLS.items()} for l in labels}
         entries.append((f"**{group}** (mean over {scope}tasks)", "", cells))
     return entries
@@ -475,13 +478,13 @@ def versus(rows: list[dict], task: str, label: str, baseline: str) -> str | None
 def versus_dp3(rows: list[dict], labels: list[str], tasks: list[str]) -> list[str]:
     """A table of each method's wins / ties / losses against DP3 per group and over `tasks`, and
     which tasks it won and lost."""
-    groups = [*groups_of(tasks), "all"]
+    groups = group_members(tasks)
     lines = [f"| method | {' | '.join(groups)} |", "|" + " --- |" * (1 + len(groups))]
     named = []
     for label, baseline in dp3_baselines(rows, labels).items():
         outcomes = {task: versus(rows, task, label, baseline) for task in tasks}
-        counts = [" / ".join(str(sum(outcomes[t] == outcome for t in tasks if group in ("all", task_group(t))))
-                             for outcome in OUTCOMES) for group in groups]
+        counts = [" / ".join(str(sum(outcomes[t] == outcome for t in members)) for outcome in OUTCOMES)
+                  for members in groups.values()]
         lines.append(f"| {label} vs {baseline} | {' | '.join(counts)} |")
         won, lost = ([task for task in tasks if outcomes[task] == outcome] for outcome in ("win", "loss"))
         if won or lost:
