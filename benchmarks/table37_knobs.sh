@@ -7,7 +7,8 @@
 # compared with DP3 like any method. Policy files stay out of git and leave with the machine; the
 # evaluations' JSON files are kept, so run this in the session that trained the runs. Finished
 # evaluations are skipped; a run whose knobs are missing and whose policy file has gone is named.
-#   bash benchmarks/table37_knobs.sh            (DIR, JOBS override the defaults)
+#   bash benchmarks/table37_knobs.sh            (DIR, JOBS override the defaults; ONLY="steps2 ...",
+#                                                 some knobs only, by their result suffix)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/setup.sh"
 cd "$ROOT"
@@ -24,6 +25,7 @@ while IFS= read -r final <&3; do
 print(s['seed'], s['episodes'])" "$final")
     for knob in "${KNOBS[@]}"; do
         suffix=${knob%%|*}
+        [[ -z "${ONLY:-}" || " $ONLY " == *" $suffix "* ]] || continue
         [ -e "$run/eval/eval_seed${seed}_${episodes}ep_${suffix}.json" ] && continue
         if [ ! -e "$run/policy_latest.pt" ]; then
             echo "[knobs] $run: no $suffix evaluation and no policy file (it left with a machine): rerun it" >&2

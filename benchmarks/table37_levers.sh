@@ -11,6 +11,9 @@
 #   time        mp1-tuned with r and t drawn uniformly instead of logit-normal
 #   lr          each method at the other's learning rate (mp1-tuned 1e-4, DP3 3e-4)
 #   regression  the deterministic head on the same encoder and UNet (a diagnostic)
+# KNOB (a suffix of table37_knobs.sh, e.g. steps2; the plan passes the one benchmarks/table37_choose.py
+# chose) also evaluates each mp1-tuned variant with that knob, so that a lever is compared with the
+# recipe as it will be sampled.
 # Results: benchmarks/results/table37-lever-LEVER/ (DIR, JOBS override); `mp1 report` over them and the table's folders.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/setup.sh"
@@ -37,5 +40,8 @@ for task in "${dev_tasks[@]}"; do
     for variant in "${variants[@]}"; do
         # shellcheck disable=SC2086  # the settings are several key=value words
         mp1 sweep task="$task" seed=0,1 "${PROTOCOL[@]}" ${variant#*|} "$@" --dir "$DIR/${variant%%|*}" --jobs "${JOBS:-2}"
+        if [ -n "${KNOB:-}" ]; then
+            DIR="$DIR/${variant%%|*}" ONLY="$KNOB" bash "$ROOT/benchmarks/table37_knobs.sh"
+        fi
     done
 done

@@ -5,17 +5,21 @@
 #   1. the table, seed 0 (table37.sh);
 #   2. a second seed (table37-seed1/) for the development set and for every task where the two
 #      methods differ by more than 15 points (table37_gaps.py);
-#   3. the training levers on the development set, seeds 0 and 1, task by task (table37_levers.sh);
+#   3. the training levers on the development set, seeds 0 and 1, task by task (table37_levers.sh),
+#      their mp1-tuned variants also sampled with the inference knob the rule chose;
 #   4. mp1-tuned again, same seed, on the tasks whose policy files left before their inference
 #      knobs were evaluated (table37-rerun/): their knob columns, and a check that the same seed
-#      gives the same strict success.
+#      gives the same strict success;
+#   5. the choice, by the rule written down before the levers ran (table37_choose.py, written to
+#      table37-choice.md), and each recipe it changes trained once on all 37 tasks, seed 0
+#      (table37-chosen/POLICY/).
 # Step 4 runs before step 3: it is a few hours, the levers are a day, and two of the development
 # set's tasks (button-press, dial-turn) wait on it for their seed-0 knob columns, so with it the
 # inference knobs can be chosen while the levers run.
 # A step that fails stops the plan (the next ones read its results).
 #   bash benchmarks/table37_plan.sh
 #   RESULTS=/tmp/plan-dry DEV=... TASKS=... bash benchmarks/table37_plan.sh epochs=1 ...   (a dry run)
-# STEPS="1 2" runs some steps only; RESULTS (default benchmarks/results) holds the folders; DEV
+# STEPS="1 2" runs some steps only (default "1 2 4 3 5"); RESULTS (default benchmarks/results) holds the folders; DEV
 # replaces the development set (DEV_SET in table37_protocol.sh); TASKS, step 1's tasks. Settings
 # (key=value) go to every run, so they need a RESULTS of their own: a run's folder does not name
 # the settings it shares with the protocol, and the table would take a dry run's runs for its own.
@@ -28,17 +32,20 @@ if [ $# -gt 0 ] && [ -z "${RESULTS:-}" ]; then
     exit 2
 fi
 RESULTS=${RESULTS:-benchmarks/results}
-for step in ${STEPS:-1 2 4 3}; do
+for step in ${STEPS:-1 2 4 3 5}; do
     echo "[plan] step $step"
     case "$step" in
         1) DIR=$RESULTS/table37 bash benchmarks/table37.sh "$@" ;;
         2) gaps=$(python benchmarks/table37_gaps.py "$RESULTS/table37")
            # a task named twice runs once: the second time it is finished
            DIR=$RESULTS/table37-seed1 TASKS="$DEV $gaps" bash benchmarks/table37.sh "$@" seed=1 ;;
-        3) # task by task, so that every lever has the tasks it can move before any has an easy one
+        3) # the knob rule (a) chose from steps 2 and 4 (while it cannot decide, both candidates)
+           knob=$(python benchmarks/table37_choose.py "$RESULTS" --dev-set "$DEV" --knob) \
+               || { [ $? -eq 3 ] && knob="noise_scale0.5 steps2"; }
+           # task by task, so that every lever has the tasks it can move before any has an easy one
            for task in $DEV; do
                for lever in boundary time regression lr; do
-                   DIR=$RESULTS/table37-lever-$lever DEV="$task" bash benchmarks/table37_levers.sh "$lever" "$@"
+                   DIR=$RESULTS/table37-lever-$lever DEV="$task" KNOB="$knob" bash benchmarks/table37_levers.sh "$lever" "$@"
                done
            done ;;
         4) # the table's tasks with no 2-step evaluation of mp1-tuned, neither in the table nor rerun
@@ -56,6 +63,11 @@ EOF
            if [ -n "$knobless" ]; then
                DIR=$RESULTS/table37-rerun POLICIES=mp1-tuned TASKS="$knobless" bash benchmarks/table37.sh "$@"
            fi ;;
-        *) echo "unknown step $step (1-4)" >&2; exit 2 ;;
+        5) python benchmarks/table37_choose.py "$RESULTS" --dev-set "$DEV" > "$RESULTS/table37-choice.md"
+           while read -r policy settings; do
+               # shellcheck disable=SC2086  # the settings are several key=value words
+               DIR=$RESULTS/table37-chosen/$policy POLICIES=$policy bash benchmarks/table37.sh $settings "$@"
+           done < <(python benchmarks/table37_choose.py "$RESULTS" --dev-set "$DEV" --recipes) ;;
+        *) echo "unknown step $step (1-5)" >&2; exit 2 ;;
     esac
 done

@@ -8,7 +8,8 @@ With `--knobs`, it trains mp1-tuned's objective instead and samples the same net
 inference knob (initial noise scale, sampling steps) that issue #22 studies on Meta-World: what a
 knob costs where the data is multimodal. With `--training`, issue #22's training levers over
 mp1-tuned's objective (the share of one-step boundary pairs, the time distribution, and the
-deterministic regression head), each sampled with 1 and 2 steps.
+deterministic regression head, the learning rate), each sampled with 1 and 2 steps; `--only NAME,...`
+trains some of them.
 """
 
 from __future__ import annotations
@@ -42,11 +43,14 @@ KNOBS = {  # name: (sampling steps, initial noise scale)
     "2 steps, noise 0.5": (2, 0.5),
 }
 
-TRAINING_LEVERS = {  # name: MeanFlow arguments over mp1-tuned's objective; None: the regression head
+# name: MeanFlow arguments over mp1-tuned's objective (and `train_lr`, which scales the toy's
+# learning rate as it scales mp1-tuned's: 1e-4 trains at a third of --lr); None: the regression head
+TRAINING_LEVERS = {
     "mp1-tuned": {},
     "boundary_fraction=0.25": {"boundary_fraction": 0.25},
     "boundary_fraction=0.5": {"boundary_fraction": 0.5},
     "time_distribution=uniform": {"time_distribution": "uniform"},
+    "train_lr=0.0001": {"train_lr": 1e-4},
     "regression (deterministic head)": None,
 }
 
@@ -81,13 +85,17 @@ def knobs(seeds: list[int], steps: int, lr: float) -> None:
         print(row(f"mp1-tuned, {name}", results), flush=True)
 
 
-def training_levers(seeds: list[int], steps: int, lr: float) -> None:
-    """Each training lever, trained once per seed, sampled with 1 and 2 steps (the regression head
-    makes one deterministic evaluation: its 2-step row would repeat the first)."""
+def training_levers(seeds: list[int], steps: int, lr: float, only: list[str]) -> None:
+    """Each training lever (or those in `only`), trained once per seed, sampled with 1 and 2 steps
+    (the regression head makes one deterministic evaluation: its 2-step row would repeat the first)."""
+    recipe = MP1TunedConfig()
     for name, settings in TRAINING_LEVERS.items():
-        started = time.perf_counter()
-        objective = Regression() if settings is None else dataclasses.replace(MP1TunedConfig().objective, **settings)
-        trained = [train_toy(objective, steps=steps, lr=lr, seed=seed) for seed in seeds]
+        if only and name not in only:
+            continue
+        started, settings = time.perf_counter(), None if settings is None else dict(settings)
+        lr_here = lr if settings is None else lr * settings.pop("train_lr", recipe.train_lr) / recipe.train_lr
+        objective = Regression() if settings is None else dataclasses.replace(recipe.objective, **settings)
+        trained = [train_toy(objective, steps=steps, lr=lr_here, seed=seed) for seed in seeds]
         for sample_steps in (1,) if settings is None else (1, 2):
             results = []
             for net, mixture in trained:
@@ -106,11 +114,19 @@ def main() -> None:
     study = parser.add_mutually_exclusive_group()
     study.add_argument("--knobs", action="store_true", help="mp1-tuned's inference knobs instead of MeanFlow's levers")
     study.add_argument("--training", action="store_true", help="issue #22's training levers over mp1-tuned's objective")
+    parser.add_argument("--only", default="", help="with --training: these levers only (names, comma-separated)")
     args = parser.parse_args()
+    only = [name for name in args.only.split(",") if name]
+    unknown = [name for name in only if name not in TRAINING_LEVERS]
+    if unknown or (only and not args.training):
+        parser.error(f"--only takes --training's names ({', '.join(TRAINING_LEVERS)}), got {', '.join(only)}")
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
     print(f"{'variant':<52} {'mean':>6}  per seed (on-mode %, modes covered)")
-    (knobs if args.knobs else training_levers if args.training else levers)(seeds, args.steps, args.lr)
+    if args.training:
+        training_levers(seeds, args.steps, args.lr, only)
+    else:
+        (knobs if args.knobs else levers)(seeds, args.steps, args.lr)
 
 
 if __name__ == "__main__":

@@ -341,3 +341,78 @@ def test_a_repeated_run_counts_once_and_is_listed(tmp_path):
             "54.0 (rerun/metaworld_push/policy=mp1-tuned) |") in text
     assert len((tmp_path / "both" / "runs.csv").read_text().splitlines()) == 1 + 4  # the CSV keeps every run
     assert "Repeated runs" not in write_sweep_report(tmp_path / "table").read_text()
+
+
+def table37_run(results, folder, task, policy, seed, strict, model=None, knobs=None):
+    """A finished run of the 37-task plan under results/folder, with knob re-evaluations
+    ({"steps": 2}: success) on its strict evaluation's episodes."""
+    fake_run(results / folder, task, policy, seed, strict, strict, model=model)
+    run = next((results / folder).rglob(f"{policy}{'-custom' if model else ''}-seed{seed}"))
+    final = json.loads((run / "final.json").read_text())
+    final["strict_protocol"]["seed"] = 1000
+    (run / "final.json").write_text(json.dumps(final))
+    (run / "eval").mkdir()
+    for (key, value), success in (knobs or {}).items():
+        sampling = {"noise_scale": None, "steps": None, key: value}
+        (run / "eval" / f"eval_seed1000_50ep_{key}{value}.json").write_text(json.dumps(
+            {"seed": 1000, "episodes": 50, "success_rate": success, "latency_p50_ms": 9.0, "device": "cpu", "sampling": sampling}))
+
+
+def test_the_choice_follows_the_written_rule(tmp_path):
+    """benchmarks/table37_choose.py: (a) the knob that leads the plain one step by more than 2
+    points on the development set (seeds 0 and 1) becomes the default, (b) a lever's variant,
+    sampled with that knob, replaces the recipe it changes if it leads by more than 2 points and the
+    toy keeps its modes (else the next variant that leads); undecided (exit 3) while a run is missing."""
+    import importlib.util
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "table37_choose.py"
+    spec = importlib.util.spec_from_file_location("table37_choose", script)
+    choose = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(choose)
+    dev = ["metaworld/dial-turn", "metaworld/button-press"]
+    steps2, half = ("steps", 2), ("noise_scale", 0.5)
+    for seed, folder in ((0, "table37"), (1, "table37-seed1")):
+        for task, plain in zip(dev, (0.5, 1.0)):  # 2 steps: +3 points over the development set, noise 0.5: +2
+            table37_run(tmp_path, folder, task, "mp1-tuned", seed, plain,
+                        knobs={steps2: plain + 0.06 * (task == dev[0]), half: plain + 0.04 * (task == dev[0])})
+            table37_run(tmp_path, folder, task, "dp3", seed, 0.8)
+
+    def run(*options):
+        return subprocess.run([sys.executable, str(script), str(tmp_path), "--dev-set", ",".join(dev), *options],
+                              capture_output=True, text=True)
+
+    assert run("--knob").stdout.strip() == "steps2"
+    undecided = run("--recipes")
+    assert undecided.returncode == 3 and "no run of the lever(s) boundary, time, lr, regression" in undecided.stderr
+    lever = {"boundary": {"objective": {"boundary_fraction": 0.5}}, "time": {"objective": {"time_distribution": "uniform"}},
+             "lr": {"train_lr": 0.0001}}
+    lead = {"boundary": 0.1, "time": 0.05, "lr": 0.0}  # on dial-turn at 2 steps (button-press: 100% for all)
+    for seed in (0, 1):
+        for task in dev:
+            for name, model in lever.items():
+                table37_run(tmp_path, f"table37-lever-{name}", task, "mp1-tuned", seed, 0.0, model=model,
+                            knobs={steps2: min(1.0, lead[name] + 0.5 + 0.06 * (task == dev[0]) + 0.5 * (task == dev[1]))})
+            table37_run(tmp_path, "table37-lever-lr", task, "dp3", seed, 0.81, model={"train_lr": 0.0003})
+            if (seed, task) != (1, dev[1]):
+                table37_run(tmp_path, "table37-lever-regression", task, "regression", seed, 0.3)
+    missing = run()
+    assert missing.returncode == 3 and "regression has no run of seed 1 on metaworld/button-press" in missing.stderr
+    table37_run(tmp_path, "table37-lever-regression", dev[1], "regression", 1, 0.3)
+    # The toy: boundary_fraction=0.5 loses modes' samples at 2 steps here, so the next variant that leads is chosen.
+    toy = tmp_path / "toy.txt"
+    toy.write_text("boundary_fraction=0.5, 2 steps   84.0%  84.0% 8/8\ntime_distribution=uniform, 2 steps   97.2%  97.0% 8/8, 97.5% 8/8\n")
+    rows, levers = choose.load(tmp_path)
+    changed, lines = choose.choose_recipes(rows, levers, dev, "steps=2", toy)
+    assert changed == {"mp1-tuned": ["model.objective.time_distribution=uniform"]}  # DP3 at 3e-4: +1 point, stays
+    assert "| mp1-tuned[objective.boundary_fraction=0.5] | steps=2 | 83.0 | 78.0 | +5.0 |" in lines
+    assert "| regression (diagnostic) | as trained | 30.0 | – | – |" in lines
+    assert any("fails the toy" in line for line in lines)
+    toy.write_text("time_distribution=uniform, 1 step   86.4%  86.3% 8/8\n")
+    with pytest.raises(choose.Undecided, match="no toy result for boundary_fraction=0.5 at 2 step"):
+        choose.choose_recipes(rows, levers, dev, "steps=2", toy)
+    # The repository's toy results pass boundary_fraction=0.5 at 2 steps (95.6%, 8 of 8 modes).
+    assert run("--recipes").stdout.strip() == "mp1-tuned model.objective.boundary_fraction=0.5"
+    assert "Chosen: **steps=2** becomes the policy file's default" in run().stdout

@@ -111,7 +111,8 @@ def collect_runs(root: str | Path) -> list[dict]:
     """One row per finished run (a folder with final.json) below `root`, and one per re-evaluation
     of it with inference knobs (`knob_rows`). A run's variant is its policy plus its policy-config
     overrides and any other setting a sweep varied (its folder's `key=value` levels), so ablations
-    and settings never average into the plain method."""
+    and settings never average into the plain method; `sampling` names a re-evaluation's knobs
+    ("steps=2"; empty for the run's own strict evaluation)."""
     root = Path(root)
     rows = []
     for path in sorted(root.rglob("final.json")):
@@ -124,7 +125,7 @@ def collect_runs(root: str | Path) -> list[dict]:
         ]
         rows.append({
             "run": str(path.parent), "task": final["task"],
-            "policy": variant_name(final["policy"], overrides, swept),
+            "policy": variant_name(final["policy"], overrides, swept), "sampling": "",
             "preset": final["preset"], "seed": final["seed"], "demos": final["demos"], "steps": final["steps"],
             "strict": number(final.get("strict_protocol_success")), "episodes": strict.get("episodes", 0),
             "dp3": number(final.get("dp3_protocol_success")) if final["periodic_evaluations"] else float("nan"),
@@ -134,7 +135,8 @@ def collect_runs(root: str | Path) -> list[dict]:
             "curve": [(e["step"], e["success_rate"], e.get("train_seconds"))
                       for e in final["periodic_evaluations"] if "success_rate" in e],
         })
-        rows += [{**rows[-1], "policy": variant_name(final["policy"], overrides, [*swept, *knobs]), **fields}
+        rows += [{**rows[-1], "policy": variant_name(final["policy"], overrides, [*swept, *knobs]),
+                  "sampling": ",".join(knobs), **fields}
                  for knobs, fields in knob_rows(path.parent, strict)]
     return rows
 

@@ -1,0 +1,185 @@
+"""Issue #22's choice, made by the rule written down on 2026-12-03 before any lever ran
+(benchmarks/README.md, "The rule the choice follows") from the runs as they stand, so that the
+recipe run on all 37 tasks is the rule's, not a reading of the numbers after the fact.
+
+A method's number is its strict success over the development tasks, per task the mean of seeds 0
+and 1 (the table's folders table37/, table37-seed1/, table37-rerun/ and the levers'
+table37-lever-*/ under RESULTS).
+
+(a) Inference knobs: of mp1-tuned's plain one step, noise 0.5 and 2 steps, the best becomes the
+    default if it leads the plain one step by more than 2 points (noise 0 is out whatever it
+    scores: it gives up the toy's modes).
+(b) Training levers, each evaluated with the knob (a) chose: a variant replaces the recipe it
+    changes if it leads that recipe by more than 2 points (the best such variant; variants are not
+    stacked, a stack was never measured), and only if the 2-D toy keeps all 8 modes with at least
+    85% of samples on one (benchmarks/results/toy_training_levers.txt, with (a)'s steps). DP3's
+    variant of the learning-rate lever replaces DP3's recipe by the same margin, so that the
+    comparison stays fair. The regression head is a diagnostic, never a recipe.
+
+    python benchmarks/table37_choose.py [RESULTS] --dev-set "TASK ..."            the decision (Markdown)
+    python benchmarks/table37_choose.py [RESULTS] --dev-set "TASK ..." --knob     (a) as `mp1 eval`'s result
+        suffix (steps2), nothing for the plain one step
+    python benchmarks/table37_choose.py [RESULTS] --dev-set "TASK ..." --recipes  (b): a line per recipe that
+        changes, its policy and training settings (key=value); nothing when the table's recipes stand
+
+Exit status 3 while the rule cannot decide (a method it compares lacks a seed on a development
+task, or an adopted variant has no toy result); what is missing is said on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from mp1.report import collect_runs, drop_repeats, flatten, run_overrides
+
+MARGIN = 0.02  # more than 2 points: about the standard error of a difference over 800 paired episodes
+SEEDS = (0, 1)
+RECIPE, BASELINE, DIAGNOSTIC = "mp1-tuned", "dp3", "regression"
+KNOBS = ("noise_scale=0.5", "steps=2")
+TABLE_FOLDERS = ("table37", "table37-seed1", "table37-rerun")
+LEVERS = ("boundary", "time", "lr", "regression")  # table37_levers.sh's, each in table37-lever-LEVER/
+TOY_RESULTS = Path(__file__).resolve().parent / "results" / "toy_training_levers.txt"
+TOY_MODES, TOY_ON_MODE = 8, 85.0
+UNDECIDED = 3
+
+
+class Undecided(Exception):
+    """The rule needs a result that is not there yet (`lines`: the choice's tables so far)."""
+
+    lines: list[str] = []
+
+
+def load(results: Path) -> tuple[list[dict], dict[str, str]]:
+    """Every run once, each row with its `variant` (the run's own label, without knobs), and the
+    variants trained by a lever, each with its lever."""
+    folders = {name: results / name for name in TABLE_FOLDERS} | {lever: results / f"table37-lever-{lever}" for lever in LEVERS}
+    found = [(name, row) for name, folder in folders.items() if folder.is_dir() for row in collect_runs(folder)]
+    rows, _ = drop_repeats([row for _, row in found])
+    variant_of = {row["run"]: row["policy"] for row in rows if not row["sampling"]}
+    for row in rows:
+        row["variant"] = variant_of[row["run"]]
+    return rows, {row["policy"]: name for name, row in found if name in LEVERS and not row["sampling"]}
+
+
+def score(rows: list[dict], variant: str, sampling: str, dev: list[str]) -> float:
+    """Strict success over the development tasks, per task the mean of its seeds."""
+    per_task = []
+    for task in dev:
+        by_seed = {r["seed"]: r["strict"] for r in rows
+                   if (r["task"], r["variant"], r["sampling"]) == (task, variant, sampling) and not np.isnan(r["strict"])}
+        missing = [seed for seed in SEEDS if seed not in by_seed]
+        if missing:
+            named = f"{variant} with {sampling}" if sampling else variant
+            raise Undecided(f"{named} has no run of seed {', '.join(map(str, missing))} on {task}")
+        per_task.append(np.mean([by_seed[seed] for seed in SEEDS]))
+    return float(np.mean(per_task))
+
+
+def choose_knob(rows: list[dict], dev: list[str]) -> tuple[str, list[str]]:
+    """Rule (a): the knob that becomes the default ("" for the plain one step), and its table."""
+    scores = {knob: score(rows, RECIPE, knob, dev) for knob in ("", *KNOBS)}
+    best = max(KNOBS, key=scores.get)
+    chosen = best if scores[best] - scores[""] > MARGIN else ""
+    lines = ["## (a) Inference knobs", "", f"| {RECIPE} sampled with | development set | lead over one step |", "| --- | --- | --- |"]
+    lines += [f"| {knob or 'one step, noise 1'} | {100 * s:.1f} | {100 * (s - scores['']):+.1f} |" for knob, s in scores.items()]
+    verdict = f"**{chosen}** becomes the policy file's default" if chosen else "the plain one step stays"
+    return chosen, lines + ["", f"Chosen: {verdict} (a knob needs a lead of more than {100 * MARGIN:.0f} points)."]
+
+
+def settings_of(rows: list[dict], variant: str) -> list[str]:
+    """A variant's training settings as `model.key=value` words, from one of its runs."""
+    run = Path(next(r["run"] for r in rows if r["variant"] == variant))
+    overrides = run_overrides(json.loads((run / "final.json").read_text()), run)
+    return [f"model.{key}={value}" for key, value in flatten(overrides).items()]
+
+
+def toy_verdict(settings: list[str], steps: int, toy_results: Path) -> bool:
+    """Whether the 2-D toy keeps every mode with this variant (its line in the toy's results)."""
+    name = ", ".join(key.split(".")[-1] + "=" + value for key, value in (s.split("=", 1) for s in settings))
+    pattern = re.compile(rf"^{re.escape(name)}, {steps} steps?\s+([\d.]+)%\s+(.*)$")
+    for line in toy_results.read_text().splitlines():
+        found = pattern.match(line)
+        if found:
+            modes = [int(m) for m in re.findall(r"(\d+)/8", found.group(2))]
+            return float(found.group(1)) >= TOY_ON_MODE and all(m == TOY_MODES for m in modes)
+    raise Undecided(f"no toy result for {name} at {steps} step(s) in {toy_results.name}: "
+                    f"measure it (benchmarks/toy_levers.py --training --only {name}, a lever named there)")
+
+
+def choose_recipes(rows: list[dict], levers: dict[str, str], dev: list[str], knob: str,
+                   toy_results: Path = TOY_RESULTS) -> tuple[dict[str, list[str]], list[str]]:
+    """Rule (b): per policy whose recipe changes, its new training settings; and the table."""
+    not_run = [lever for lever in LEVERS if lever not in levers.values()]
+    if not_run:
+        raise Undecided(f"no run of the lever(s) {', '.join(not_run)} (table37_levers.sh)")
+    steps = int(knob.removeprefix("steps=")) if knob.startswith("steps=") else 1
+    lines = ["## (b) Training levers", "", "| variant | sampled with | development set | recipe it changes | lead |",
+             "| --- | --- | --- | --- | --- |"]
+    leads = {}
+    for recipe in (RECIPE, BASELINE):
+        sampling = knob if recipe == RECIPE else ""
+        base = score(rows, recipe, sampling, dev)
+        leads[recipe] = {variant: score(rows, variant, sampling, dev) - base
+                         for variant in sorted(levers) if variant.split("[")[0] == recipe}
+        lines += [f"| {variant} | {sampling or 'as trained'} | {100 * (base + lead):.1f} | {100 * base:.1f} | {100 * lead:+.1f} |"
+                  for variant, lead in leads[recipe].items()]
+    lines += [f"| {variant} (diagnostic) | as trained | {100 * score(rows, variant, '', dev):.1f} | – | – |"
+              for variant in sorted(v for v in levers if v.split("[")[0] == DIAGNOSTIC)]
+    changed, notes = {}, [""]
+    try:
+        for recipe, lead in leads.items():
+            for variant in sorted((v for v in lead if lead[v] > MARGIN), key=lead.get, reverse=True):
+                settings = settings_of(rows, variant)
+                if recipe == BASELINE or toy_verdict(settings, steps, toy_results):
+                    changed[recipe] = settings
+                    break
+                notes.append(f"{variant} leads but fails the toy ({TOY_MODES} of 8 modes, >= {TOY_ON_MODE:.0f}% on a mode).")
+    except Undecided as missing:
+        missing.lines = lines + notes
+        raise
+    toy = f" (the toy at {steps} step{'s' * (steps > 1)}: {TOY_MODES} of 8 modes, >= {TOY_ON_MODE:.0f}% on a mode)"
+    verdicts = [f"{recipe} trains with {' '.join(settings)}{toy * (recipe == RECIPE)}" for recipe, settings in changed.items()]
+    return changed, lines + [*notes, f"Chosen: {'; '.join(verdicts) or 'the table recipes stand'}."]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", nargs="?", default="benchmarks/results", type=Path)
+    parser.add_argument("--dev-set", required=True, help="the development tasks, space- or comma-separated")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--knob", action="store_true", help="print rule (a)'s knob only")
+    output.add_argument("--recipes", action="store_true", help="print rule (b)'s changed recipes only")
+    args = parser.parse_args()
+    dev = args.dev_set.replace(",", " ").split()
+    rows, levers = load(args.results)
+    if not rows:
+        parser.error(f"no finished runs of the plan's folders under {args.results}")
+    lines = [f"# Issue #22's choice, by the rule of 2026-12-03 ({len(dev)} development "
+             f"task{'s' * (len(dev) != 1)}, seeds 0 and 1)", ""]
+    try:
+        knob, knob_lines = choose_knob(rows, dev)
+        lines += knob_lines + [""]
+        if args.knob:
+            print(knob.replace("=", ""))
+            return
+        recipes, recipe_lines = choose_recipes(rows, levers, dev, knob)
+        lines += recipe_lines
+    except Undecided as missing:
+        if not (args.knob or args.recipes):  # the report so far, for the reader; the reason on stderr too
+            print("\n".join(lines + missing.lines + [f"**Undecided**: {missing}."]))
+        print(f"undecided: {missing}", file=sys.stderr)
+        sys.exit(UNDECIDED)
+    if args.recipes:
+        print("\n".join(f"{recipe} {' '.join(settings)}" for recipe, settings in recipes.items()))
+    else:
+        print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
