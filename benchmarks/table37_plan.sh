@@ -12,7 +12,7 @@
 #      gives the same strict success;
 #   5. the choice, by the rule written down before the levers ran (table37_choose.py, written to
 #      table37-choice.md), and each recipe it changes trained once on all 37 tasks, seed 0
-#      (table37-chosen/POLICY/).
+#      (table37-chosen/POLICY/), reported beside the table's (table37-chosen/report.md).
 # Step 4 runs before step 3: it is a few hours, the levers are a day, and two of the development
 # set's tasks (button-press, dial-turn) wait on it for their seed-0 knob columns, so with it the
 # inference knobs can be chosen while the levers run.
@@ -67,7 +67,11 @@ EOF
            while read -r policy settings; do
                # shellcheck disable=SC2086  # the settings are several key=value words
                DIR=$RESULTS/table37-chosen/$policy POLICIES=$policy bash benchmarks/table37.sh $settings "$@"
-           done < <(python benchmarks/table37_choose.py "$RESULTS" --dev-set "$DEV" --recipes) ;;
+           done < <(python benchmarks/table37_choose.py "$RESULTS" --dev-set "$DEV" --recipes)
+           # the chosen recipes beside the table's, the headline outside the development set
+           if [ -d "$RESULTS/table37-chosen" ]; then
+               mp1 report "$RESULTS"/table37{,-rerun,-chosen} --out "$RESULTS/table37-chosen" --dev-set "${DEV// /,}"
+           fi ;;
         *) echo "unknown step $step (1-5)" >&2; exit 2 ;;
     esac
 done
