@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mp1.report import collect_runs, drop_repeats, flatten, run_overrides
+from mp1.report import REPEAT_KEYS, collect_runs, flatten, run_overrides
 
 MARGIN = 0.02  # more than 2 points: about the standard error of a difference over 800 paired episodes
 SEEDS = (0, 1)
@@ -56,14 +56,24 @@ class Undecided(Exception):
 
 
 def load(results: Path) -> tuple[list[dict], dict[str, str]]:
-    """Every run once, each row with its `variant` (the run's own label, without knobs), and the
-    variants trained by a lever, each with its lever."""
+    """Each run's rows (its own strict evaluation and its knobs'), each with its `variant` (the
+    run's own label), and the variants trained by a lever, each with its lever. Of runs repeated
+    with the same settings and seed (table37-rerun/ re-made policy files for the knobs), the one
+    with the most knob evaluations counts, so that a knob is compared with the same weights' one step."""
     folders = {name: results / name for name in TABLE_FOLDERS} | {lever: results / f"table37-lever-{lever}" for lever in LEVERS}
     found = [(name, row) for name, folder in folders.items() if folder.is_dir() for row in collect_runs(folder)]
-    rows, _ = drop_repeats([row for _, row in found])
-    variant_of = {row["run"]: row["policy"] for row in rows if not row["sampling"]}
-    for row in rows:
-        row["variant"] = variant_of[row["run"]]
+    by_run: dict[str, list[dict]] = {}
+    for _, row in found:
+        by_run.setdefault(row["run"], []).append(row)
+    counted: dict[tuple, str] = {}
+    for run, run_rows in by_run.items():
+        own = next(row for row in run_rows if not row["sampling"])
+        for row in run_rows:
+            row["variant"] = own["policy"]
+        key = tuple(own[k] for k in REPEAT_KEYS)
+        if key not in counted or len(run_rows) > len(by_run[counted[key]]):
+            counted[key] = run
+    rows = [row for run in counted.values() for row in by_run[run]]
     return rows, {row["policy"]: name for name, row in found if name in LEVERS and not row["sampling"]}
 
 

@@ -362,7 +362,8 @@ def test_the_choice_follows_the_written_rule(tmp_path):
     """benchmarks/table37_choose.py: (a) the knob that leads the plain one step by more than 2
     points on the development set (seeds 0 and 1) becomes the default, (b) a lever's variant,
     sampled with that knob, replaces the recipe it changes if it leads by more than 2 points and the
-    toy keeps its modes (else the next variant that leads); undecided (exit 3) while a run is missing."""
+    toy keeps its modes (else the next variant that leads); a knob is compared with the same run's
+    one step (a rerun's, where the table's run has no knobs); undecided (exit 3) while a run is missing."""
     import importlib.util
     import subprocess
     import sys
@@ -376,7 +377,11 @@ def test_the_choice_follows_the_written_rule(tmp_path):
     steps2, half = ("steps", 2), ("noise_scale", 0.5)
     for seed, folder in ((0, "table37"), (1, "table37-seed1")):
         for task, plain in zip(dev, (0.5, 1.0)):  # 2 steps: +3 points over the development set, noise 0.5: +2
-            table37_run(tmp_path, folder, task, "mp1-tuned", seed, plain,
+            # dial-turn's seed 0 was rerun for its knobs: its knobs and its one step are the rerun's
+            rerun = (task, seed) == (dev[0], 0)
+            if rerun:
+                table37_run(tmp_path, folder, task, "mp1-tuned", seed, 0.2)
+            table37_run(tmp_path, "table37-rerun" if rerun else folder, task, "mp1-tuned", seed, plain,
                         knobs={steps2: plain + 0.06 * (task == dev[0]), half: plain + 0.04 * (task == dev[0])})
             table37_run(tmp_path, folder, task, "dp3", seed, 0.8)
 
@@ -385,6 +390,7 @@ def test_the_choice_follows_the_written_rule(tmp_path):
                               capture_output=True, text=True)
 
     assert run("--knob").stdout.strip() == "steps2"
+    assert "| one step, noise 1 | 75.0 | +0.0 |\n| noise_scale=0.5 | 77.0 | +2.0 |\n| steps=2 | 78.0 | +3.0 |" in run().stdout
     undecided = run("--recipes")
     assert undecided.returncode == 3 and "no run of the lever(s) boundary, time, lr, regression" in undecided.stderr
     lever = {"boundary": {"objective": {"boundary_fraction": 0.5}}, "time": {"objective": {"time_distribution": "uniform"}},
