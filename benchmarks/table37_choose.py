@@ -52,7 +52,7 @@ UNDECIDED = 3
 class Undecided(Exception):
     """The rule needs a result that is not there yet (`lines`: the choice's tables so far)."""
 
-    lines: list[str] = []
+    lines: tuple[str, ...] = ()
 
 
 def load(results: Path) -> tuple[list[dict], dict[str, str]]:
@@ -116,7 +116,7 @@ def toy_verdict(settings: list[str], steps: int, toy_results: Path) -> bool:
     for line in toy_results.read_text().splitlines():
         found = pattern.match(line)
         if found:
-            modes = [int(m) for m in re.findall(r"(\d+)/8", found.group(2))]
+            modes = [int(m) for m in re.findall(rf"(\d+)/{TOY_MODES}", found.group(2))]
             return float(found.group(1)) >= TOY_ON_MODE and all(m == TOY_MODES for m in modes)
     raise Undecided(f"no toy result for {name} at {steps} step(s) in {toy_results.name}: "
                     f"measure it (benchmarks/toy_levers.py --training --only {name}, a lever named there)")
@@ -151,7 +151,7 @@ def choose_recipes(rows: list[dict], levers: dict[str, str], dev: list[str], kno
                     break
                 notes.append(f"{variant} leads but fails the toy ({TOY_MODES} of 8 modes, >= {TOY_ON_MODE:.0f}% on a mode).")
     except Undecided as missing:
-        missing.lines = lines + notes
+        missing.lines = (*lines, *notes)
         raise
     toy = f" (the toy at {steps} step{'s' * (steps > 1)}: {TOY_MODES} of 8 modes, >= {TOY_ON_MODE:.0f}% on a mode)"
     verdicts = [f"{recipe} trains with {' '.join(settings)}{toy * (recipe == RECIPE)}" for recipe, settings in changed.items()]
@@ -182,7 +182,7 @@ def main() -> None:
         lines += recipe_lines
     except Undecided as missing:
         if not (args.knob or args.recipes):  # the report so far, for the reader; the reason on stderr too
-            print("\n".join(lines + missing.lines + [f"**Undecided**: {missing}."]))
+            print("\n".join([*lines, *missing.lines, f"**Undecided**: {missing}."]))
         print(f"undecided: {missing}", file=sys.stderr)
         sys.exit(UNDECIDED)
     if args.recipes:
