@@ -15,15 +15,21 @@ table37-lever-*/ under RESULTS).
     85% of samples on one (benchmarks/results/toy_training_levers.txt, with (a)'s steps). DP3's
     variant of the learning-rate lever replaces DP3's recipe by the same margin, so that the
     comparison stays fair. The regression head is a diagnostic, never a recipe.
+(c) The issue's targets for the chosen recipe, against DP3's (itself if (b) changed it), on the
+    tasks outside the development set at seed 0 (the table's runs, or table37-chosen/POLICY/'s
+    where (b) changed a recipe): mean strict success at least DP3's + 3 points, no difficulty
+    group more than 5 points behind, `predict_action` p50 (median over those tasks' strict
+    rollouts) at most 1/5 of DP3's with one step, 1/3 with two.
 
-    python benchmarks/table37_choose.py [RESULTS] --dev-set "TASK ..."            the decision (Markdown)
+    python benchmarks/table37_choose.py [RESULTS] --dev-set "TASK ..."            the decision and the targets (Markdown)
     python benchmarks/table37_choose.py [RESULTS] --dev-set "TASK ..." --knob     (a) as `mp1 eval`'s result
         suffix (steps2), nothing for the plain one step
     python benchmarks/table37_choose.py [RESULTS] --dev-set "TASK ..." --recipes  (b): a line per recipe that
         changes, its policy and training settings (key=value); nothing when the table's recipes stand
 
 Exit status 3 while the rule cannot decide (a method it compares lacks a seed on a development
-task, or an adopted variant has no toy result); what is missing is said on stderr.
+task, or an adopted variant has no toy result) or, without --knob and --recipes, while a held-out
+task lacks a run of the chosen recipe; what is missing is said on stderr.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mp1.report import REPEAT_KEYS, collect_runs, flatten, run_overrides
+from mp1.report import REPEAT_KEYS, collect_runs, flatten, group_members, paper_order, run_overrides
 
 MARGIN = 0.02  # more than 2 points: about the standard error of a difference over 800 paired episodes
 SEEDS = (0, 1)
@@ -46,6 +52,8 @@ TABLE_FOLDERS = ("table37", "table37-seed1", "table37-rerun")
 LEVERS = ("boundary", "time", "lr", "regression")  # table37_levers.sh's, each in table37-lever-LEVER/
 TOY_RESULTS = Path(__file__).resolve().parent / "results" / "toy_training_levers.txt"
 TOY_MODES, TOY_ON_MODE = 8, 85.0
+TARGET_LEAD, TARGET_GROUP_GAP = 0.03, 0.05  # (c): mean over held-out tasks, each difficulty group
+LATENCY_SHARE = {1: 1 / 5, 2: 1 / 3}  # (c): at most this share of DP3's latency, by sampling steps
 UNDECIDED = 3
 
 
@@ -55,12 +63,17 @@ class Undecided(Exception):
     lines: tuple[str, ...] = ()
 
 
-def load(results: Path) -> tuple[list[dict], dict[str, str]]:
+def choice_folders(results: Path) -> dict[str, Path]:
+    """The folders the choice reads, by name: the table's and the levers'."""
+    return {name: results / name for name in TABLE_FOLDERS} | {lever: results / f"table37-lever-{lever}" for lever in LEVERS}
+
+
+def load(folders: dict[str, Path]) -> tuple[list[dict], dict[str, str]]:
     """Each run's rows (its own strict evaluation and its knobs'), each with its `variant` (the
-    run's own label), and the variants trained by a lever, each with its lever. Of runs repeated
-    with the same settings and seed (table37-rerun/ re-made policy files for the knobs), the one
-    with the most knob evaluations counts, so that a knob is compared with the same weights' one step."""
-    folders = {name: results / name for name in TABLE_FOLDERS} | {lever: results / f"table37-lever-{lever}" for lever in LEVERS}
+    run's own label), and the variants trained in each folder named by a lever, each with its lever.
+    Of runs repeated with the same settings and seed (table37-rerun/ re-made policy files for the
+    knobs), the one with the most knob evaluations counts, so that a knob is compared with the
+    same weights' one step."""
     found = [(name, row) for name, folder in folders.items() if folder.is_dir() for row in collect_runs(folder)]
     by_run: dict[str, list[dict]] = {}
     for _, row in found:
@@ -158,6 +171,61 @@ def choose_recipes(rows: list[dict], levers: dict[str, str], dev: list[str], kno
     return changed, lines + [*notes, f"Chosen: {'; '.join(verdicts) or 'the table recipes stand'}."]
 
 
+def check_targets(results: Path, dev: list[str], knob: str, changed: dict[str, list[str]]) -> list[str]:
+    """(c): the chosen recipe against DP3 on the held-out tasks, seed 0, and the issue's targets."""
+    folders = {name: results / name for name in TABLE_FOLDERS if name != "table37-seed1"}
+    rows, _ = load(folders | {f"chosen {recipe}": results / "table37-chosen" / recipe for recipe in changed})
+    rows = [r for r in rows if r["seed"] == 0]
+
+    def label(recipe: str) -> str:  # the variant trained for the table, or the chosen one
+        if recipe not in changed:
+            return recipe
+        chosen = [r["variant"] for r in rows if f"table37-chosen/{recipe}/" in r["run"]]
+        if not chosen:
+            raise Undecided(f"the chosen {recipe} has not been trained (table37-chosen/{recipe}/: the plan's step 5)")
+        return chosen[0]
+
+    mine, theirs = (label(RECIPE), knob), (label(BASELINE), "")
+    held_out = sorted({r["task"] for r in rows if "table37-chosen/" not in r["run"]} - set(dev), key=paper_order)
+    if not held_out:
+        raise Undecided("no task outside the development set has a run in the table")
+    picked = {}
+    for task in held_out:
+        for variant, sampling in (mine, theirs):
+            found = [r for r in rows if (r["task"], r["variant"], r["sampling"]) == (task, variant, sampling)]
+            if not found:
+                raise Undecided(f"{variant}{f' with {sampling}' if sampling else ''} has no run of seed 0 on {task}")
+            picked[task, variant] = found[0]
+
+    def mean(variant: str, tasks: list[str]) -> float:
+        return float(np.mean([picked[task, variant]["strict"] for task in tasks]))
+
+    steps = int(knob.removeprefix("steps=")) if knob.startswith("steps=") else 1
+    named = f"{mine[0]}{f' with {knob}' if knob else ''}"
+    lines = [f"## (c) The targets: {named} against {theirs[0]}, {len(held_out)} held-out "
+             f"task{'s' * (len(held_out) != 1)}, seed 0", "",
+             "| group | tasks | chosen | DP3 | difference |", "| --- | --- | --- | --- | --- |"]
+    gaps = {}
+    for group, members in group_members(held_out).items():
+        gaps[group] = mean(mine[0], members) - mean(theirs[0], members)
+        lines.append(f"| {group} | {len(members)} | {100 * mean(mine[0], members):.1f} | "
+                     f"{100 * mean(theirs[0], members):.1f} | {100 * gaps[group]:+.1f} |")
+    latency = {variant: float(np.median([picked[task, variant]["latency_p50_ms"] for task in held_out]))
+               for variant, _ in (mine, theirs)}
+    share = latency[mine[0]] / latency[theirs[0]]
+    worst = min((g for g in gaps if g != "all"), key=gaps.get)
+    met = {True: "**met**", False: "**not met**"}
+    return lines + ["",
+        f"- Mean over the held-out tasks: {100 * gaps['all']:+.1f} points over DP3 (target >= +{100 * TARGET_LEAD:.0f}): "
+        f"{met[gaps['all'] >= TARGET_LEAD]}.",
+        f"- Worst group: {worst}, {100 * gaps[worst]:+.1f} points (target: none more than {100 * TARGET_GROUP_GAP:.0f} "
+        f"behind): {met[gaps[worst] >= -TARGET_GROUP_GAP]}.",
+        f"- `predict_action` p50, median over the held-out strict rollouts: {latency[mine[0]]:.1f} ms against DP3's "
+        f"{latency[theirs[0]]:.1f} ms, 1/{1 / share:.1f} (target at {steps} step{'s' * (steps > 1)}: at most "
+        f"1/{1 / LATENCY_SHARE[steps]:.0f}): {met[share <= LATENCY_SHARE[steps]]}. Rollouts share a loaded machine; "
+        "benchmarks/README.md has the quiet `mp1 bench latency` measure."]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", nargs="?", default="benchmarks/results", type=Path)
@@ -167,7 +235,7 @@ def main() -> None:
     output.add_argument("--recipes", action="store_true", help="print rule (b)'s changed recipes only")
     args = parser.parse_args()
     dev = args.dev_set.replace(",", " ").split()
-    rows, levers = load(args.results)
+    rows, levers = load(choice_folders(args.results))
     if not rows:
         parser.error(f"no finished runs of the plan's folders under {args.results}")
     lines = [f"# Issue #22's choice, by the rule of 2026-12-03 ({len(dev)} development "
@@ -179,7 +247,9 @@ def main() -> None:
             print(knob.replace("=", ""))
             return
         recipes, recipe_lines = choose_recipes(rows, levers, dev, knob)
-        lines += recipe_lines
+        lines += recipe_lines + [""]
+        if not args.recipes:
+            lines += check_targets(args.results, dev, knob, recipes)
     except Undecided as missing:
         if not (args.knob or args.recipes):  # the report so far, for the reader; the reason on stderr too
             print("\n".join([*lines, *missing.lines, f"**Undecided**: {missing}."]))

@@ -347,7 +347,7 @@ def table37_run(results, folder, task, policy, seed, strict, model=None, knobs=N
     """A finished run of the 37-task plan under results/folder, with knob re-evaluations
     ({"steps": 2}: success) on its strict evaluation's episodes."""
     fake_run(results / folder, task, policy, seed, strict, strict, model=model)
-    run = next((results / folder).rglob(f"{policy}{'-custom' if model else ''}-seed{seed}"))
+    run = results / folder / task.replace("/", "_") / f"{policy}{'-custom' if model else ''}-seed{seed}"
     final = json.loads((run / "final.json").read_text())
     final["strict_protocol"]["seed"] = 1000
     (run / "final.json").write_text(json.dumps(final))
@@ -410,7 +410,7 @@ def test_the_choice_follows_the_written_rule(tmp_path):
     # The toy: boundary_fraction=0.5 loses modes' samples at 2 steps here, so the next variant that leads is chosen.
     toy = tmp_path / "toy.txt"
     toy.write_text("boundary_fraction=0.5, 2 steps   84.0%  84.0% 8/8\ntime_distribution=uniform, 2 steps   97.2%  97.0% 8/8, 97.5% 8/8\n")
-    rows, levers = choose.load(tmp_path)
+    rows, levers = choose.load(choose.choice_folders(tmp_path))
     changed, lines = choose.choose_recipes(rows, levers, dev, "steps=2", toy)
     assert changed == {"mp1-tuned": ["model.objective.time_distribution=uniform"]}  # DP3 at 3e-4: +1 point, stays
     assert "| mp1-tuned[objective.boundary_fraction=0.5] | steps=2 | 83.0 | 78.0 | +5.0 |" in lines
@@ -421,4 +421,19 @@ def test_the_choice_follows_the_written_rule(tmp_path):
         choose.choose_recipes(rows, levers, dev, "steps=2", toy)
     # The repository's toy results pass boundary_fraction=0.5 at 2 steps (95.6%, 8 of 8 modes).
     assert run("--recipes").stdout.strip() == "mp1-tuned model.objective.boundary_fraction=0.5"
-    assert "Chosen: **steps=2** becomes the policy file's default" in run().stdout
+    # (c): the targets on the held-out tasks, seed 0, once the chosen recipe has run on them.
+    chosen = {"objective": {"boundary_fraction": 0.5}}
+    for task, plain, dp3 in (("metaworld/reach", 0.9, 0.8), ("metaworld/assembly", 0.5, 0.6)):
+        table37_run(tmp_path, "table37", task, "mp1-tuned", 0, plain, knobs={steps2: plain})
+        table37_run(tmp_path, "table37", task, "dp3", 0, dp3)
+    untrained = run()
+    assert untrained.returncode == 3 and "Chosen: **steps=2** becomes the policy file's default" in untrained.stdout
+    assert "the chosen mp1-tuned has not been trained" in untrained.stderr
+    table37_run(tmp_path, "table37-chosen/mp1-tuned", "metaworld/reach", "mp1-tuned", 0, 0.9, chosen, {steps2: 1.0})
+    assert "mp1-tuned[objective.boundary_fraction=0.5] with steps=2 has no run of seed 0 on metaworld/assembly" in run().stderr
+    table37_run(tmp_path, "table37-chosen/mp1-tuned", "metaworld/assembly", "mp1-tuned", 0, 0.5, chosen, {steps2: 0.52})
+    targets = run().stdout
+    assert "| easy | 1 | 100.0 | 80.0 | +20.0 |\n| hard | 1 | 52.0 | 60.0 | -8.0 |\n| all | 2 | 76.0 | 70.0 | +6.0 |" in targets
+    assert "+6.0 points over DP3 (target >= +3): **met**" in targets
+    assert "Worst group: hard, -8.0 points (target: none more than 5 behind): **not met**" in targets
+    assert "9.0 ms against DP3's 60.0 ms, 1/6.7 (target at 2 steps: at most 1/3): **met**" in targets
