@@ -17,9 +17,11 @@ it) or ``short`` (moved towards the goal, not far enough: a weak or misplaced pu
 grasp), with the still share and jerk of failures against successes and the expert's, and how
 many failures never held the object (``short`` can then be the object pushed without the hold the
 task's success also needs). Writes
-``<run>/eval/losses_seed1000_<N>ep.json`` and prints one summary line per run.
+``<run>/eval/losses_seed1000_<N>ep.json`` and prints one summary line per run. With the inference
+knobs of `mp1 eval` (``--noise-scale``, ``--steps``), the same policy sampled otherwise, into a file
+named as `mp1 eval` names its (``..._steps2.json``): what a knob changes in how an episode fails.
 
-    python benchmarks/table37_losses.py RUN [RUN ...] [--episodes 50]
+    python benchmarks/table37_losses.py RUN [RUN ...] [--episodes 50] [--noise-scale S] [--steps K]
     python benchmarks/table37_losses.py --lost-in DIR [--over 15]
 
 ``--lost-in`` takes, instead of named runs, both runs of every Meta-World task under DIR that
@@ -100,8 +102,9 @@ def line(name: str, s: dict) -> str:
             f"{show(s['jerk_median_failures'], '.3f')} (successes / failures)")
 
 
-def result_path(run: Path, episodes: int) -> Path:
-    return run / "eval" / f"losses_seed{FIRST_SEED}_{episodes}ep.json"
+def result_path(run: Path, episodes: int, sampling: dict | None = None) -> Path:
+    knobs = "".join(f"_{key}{value}" for key, value in (sampling or {}).items() if value is not None)
+    return run / "eval" / f"losses_seed{FIRST_SEED}_{episodes}ep{knobs}.json"
 
 
 def lost_runs(root: Path, over: float, episodes: int) -> list[Path]:
@@ -129,9 +132,12 @@ def main() -> None:
     parser.add_argument("--lost-in", type=Path, metavar="DIR", help="instead of RUNs: the lost tasks' runs under DIR")
     parser.add_argument("--over", type=float, default=15.0, help="with --lost-in: the margin in points (default 15)")
     parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--noise-scale", type=float, help="sample with the initial noise scaled (as mp1 eval)")
+    parser.add_argument("--steps", type=int, help="sample with this many steps (as mp1 eval)")
     args = parser.parse_args()
     if bool(args.runs) == bool(args.lost_in):
         parser.error("name the runs, or give --lost-in DIR: one of the two")
+    sampling = {"noise_scale": args.noise_scale, "steps": args.steps}
     runs = lost_runs(args.lost_in, args.over, args.episodes) if args.lost_in else args.runs
     seeds = list(range(FIRST_SEED, FIRST_SEED + args.episodes))
     experts: dict[str, dict] = {}
@@ -144,7 +150,8 @@ def main() -> None:
         # The environment as `mp1 eval` makes it: the training data's observation, DP3's episode length.
         env = make_env(task, seed=seeds[0], **extra.get("observation", {}), max_episode_steps=DP3_EPISODE_STEPS)
         try:
-            runner = PolicyRunner(Policy.from_payload(payload, source=str(run / "policy_latest.pt")))
+            policy = Policy.from_payload(payload, source=str(run / "policy_latest.pt")).set_sampling(**sampling)
+            runner = PolicyRunner(policy)
             episodes = [episode(env, runner.act, seed, lambda s: runner.reset(seed=s)) for seed in seeds]
             if task not in experts:
                 expert = [episode(env, lambda _obs: env.expert_action(), seed, lambda _s: None) for seed in seeds]
@@ -152,13 +159,15 @@ def main() -> None:
                 print(line(f"{task} expert", experts[task]), flush=True)
         finally:
             env.close()
-        result = {"task": task, "episodes": episodes, "summary": summary(episodes), "expert": experts[task]}
-        out = result_path(run, args.episodes)
+        result = {"task": task, "sampling": sampling, "episodes": episodes, "summary": summary(episodes),
+                  "expert": experts[task]}
+        out = result_path(run, args.episodes, sampling)
         out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.with_suffix(".partial")  # renamed when whole: --lost-in skips what exists
         partial.write_text(json.dumps(result, indent=1))
         partial.replace(out)
-        print(line(str(run), result["summary"]), flush=True)
+        settings = "".join(f" {key}={value}" for key, value in sampling.items() if value is not None)
+        print(line(f"{run}{settings}", result["summary"]), flush=True)
 
 
 if __name__ == "__main__":

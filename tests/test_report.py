@@ -301,6 +301,8 @@ def test_loss_analysis_takes_the_lost_tasks(tmp_path, capsys):
             fake_run(tmp_path, task, policy, 0, strict, strict, folder=f"policy={policy}")
             (tmp_path / task.replace("/", "_") / f"policy={policy}" / "policy_latest.pt").touch()
     analysed = losses.result_path(tmp_path / "metaworld_hand-insert" / "policy=dp3", 50)
+    # a knob's analysis is a file of its own, named as mp1 eval names its evaluation
+    assert losses.result_path(analysed.parent.parent, 50, {"noise_scale": None, "steps": 2}).name == "losses_seed1000_50ep_steps2.json"
     analysed.parent.mkdir()
     analysed.write_text("{}")
     (tmp_path / "metaworld_stick-push" / "policy=dp3" / "policy_latest.pt").unlink()
