@@ -20,10 +20,11 @@
 # A step that fails stops the plan (the next ones read its results).
 #   bash benchmarks/table37_plan.sh
 #   RESULTS=/tmp/plan-dry DEV=... TASKS=... bash benchmarks/table37_plan.sh epochs=1 ...   (a dry run)
-# STEPS="1 2" runs some steps only (default "1 2 4 3 5"); RESULTS (default benchmarks/results) holds the folders; DEV
-# replaces the development set (DEV_SET in table37_protocol.sh); TASKS, step 1's tasks. Settings
-# (key=value) go to every run, so they need a RESULTS of their own: a run's folder does not name
-# the settings it shares with the protocol, and the table would take a dry run's runs for its own.
+# STEPS="1 2" runs some steps only (default "1 2 4 3 5"); RESULTS (default benchmarks/results)
+# holds the folders; DEV replaces the development set (DEV_SET in table37_protocol.sh); TASKS, the
+# tasks of steps 1 and 5 (default: all 37). Settings (key=value) go to every run, so they need a
+# RESULTS of their own: a run's folder does not name the settings it shares with the protocol, and
+# the table would take a dry run's runs for its own.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/setup.sh"
 source "$ROOT/benchmarks/table37_protocol.sh"

@@ -92,7 +92,8 @@ def training_levers(seeds: list[int], steps: int, lr: float, only: list[str]) ->
     for name, settings in TRAINING_LEVERS.items():
         if only and name not in only:
             continue
-        started, settings = time.perf_counter(), None if settings is None else dict(settings)
+        started = time.perf_counter()
+        settings = None if settings is None else dict(settings)  # a copy: `train_lr` is taken out of it
         lr_here = lr if settings is None else lr * settings.pop("train_lr", recipe.train_lr) / recipe.train_lr
         objective = Regression() if settings is None else dataclasses.replace(recipe.objective, **settings)
         trained = [train_toy(objective, steps=steps, lr=lr_here, seed=seed) for seed in seeds]
