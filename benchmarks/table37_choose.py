@@ -16,8 +16,8 @@ table37-lever-*/ under RESULTS).
     variant of the learning-rate lever replaces DP3's recipe by the same margin, so that the
     comparison stays fair. The regression head is a diagnostic, never a recipe.
 (c) The issue's targets for the chosen recipe, against DP3's (itself if (b) changed it), on the
-    tasks outside the development set at seed 0 (the table's runs, or table37-chosen/POLICY/'s
-    where (b) changed a recipe): mean strict success at least DP3's + 3 points, no difficulty
+    tasks outside the development set at seed 0 (the table's runs, a rerun's where it re-made a
+    policy file for the knobs, or table37-chosen/POLICY/'s where (b) changed a recipe): mean strict success at least DP3's + 3 points, no difficulty
     group more than 5 points behind, `predict_action` p50 (median over those tasks' strict
     rollouts) at most 1/5 of DP3's with one step, 1/3 with two.
 
