@@ -9,27 +9,30 @@ table37-lever-*/ under RESULTS).
 (a) Inference knobs: of mp1-tuned's plain one step, noise 0.5 and 2 steps, the best becomes the
     default if it leads the plain one step by more than 2 points (noise 0 is out whatever it
     scores: it gives up the toy's modes).
-(b) Training levers, each evaluated with the knob (a) chose: a variant replaces the recipe it
-    changes if it leads that recipe by more than 2 points (the best such variant; variants are not
-    stacked, a stack was never measured), and only if the 2-D toy keeps all 8 modes with at least
-    85% of samples on one (benchmarks/results/toy_training_levers.txt, with (a)'s steps). DP3's
-    variant of the learning-rate lever replaces DP3's recipe by the same margin, so that the
-    comparison stays fair. The regression head is a diagnostic, never a recipe.
+(b) Training levers (every variant of table37_levers.sh, all of which must have run), each sampled
+    with the knob (a) chose: a variant replaces the recipe it changes if it leads that recipe by
+    more than 2 points (the best such variant; variants are not stacked, a stack was never
+    measured), and only if the 2-D toy keeps all 8 modes with at least 85% of samples on one
+    (benchmarks/results/toy_training_levers.txt, at (a)'s steps; the toy has no lever sampled at
+    noise 0.5, so that knob leaves (b) undecided until it is measured). DP3's variant of the
+    learning-rate lever replaces DP3's recipe by the same margin, so that the comparison stays
+    fair. The regression head is a diagnostic, never a recipe.
 (c) The issue's targets for the chosen recipe, against DP3's (itself if (b) changed it), on the
     tasks outside the development set at seed 0 (the table's runs, a rerun's where it re-made a
-    policy file for the knobs, or table37-chosen/POLICY/'s where (b) changed a recipe): mean strict success at least DP3's + 3 points, no difficulty
-    group more than 5 points behind, `predict_action` p50 (median over those tasks' strict
-    rollouts) at most 1/5 of DP3's with one step, 1/3 with two.
+    policy file for the knobs, or table37-chosen/POLICY/'s where (b) changed a recipe): mean
+    strict success at least DP3's + 3 points, no difficulty group more than 5 points behind,
+    `predict_action` p50 (median over those tasks' strict rollouts) at most 1/5 of DP3's with
+    one step, 1/3 with two. Margins compare whole episodes: exactly 2 points is not more than 2.
 
-    python benchmarks/table37_choose.py [RESULTS] --dev-set "TASK ..."            the decision and the targets (Markdown)
+    python benchmarks/table37_choose.py [RESULTS] --dev-set "TASK ..."            the choice and the targets
     python benchmarks/table37_choose.py [RESULTS] --dev-set "TASK ..." --knob     (a) as `mp1 eval`'s result
         suffix (steps2), nothing for the plain one step
     python benchmarks/table37_choose.py [RESULTS] --dev-set "TASK ..." --recipes  (b): a line per recipe that
         changes, its policy and training settings (key=value); nothing when the table's recipes stand
 
 Exit status 3 while the rule cannot decide (a method it compares lacks a seed on a development
-task, or an adopted variant has no toy result) or, without --knob and --recipes, while a held-out
-task lacks a run of the chosen recipe; what is missing is said on stderr.
+task, or a variant that leads has no toy result) or, without --knob and --recipes, while a
+held-out task lacks a run of the chosen recipe; what is missing is said on stderr.
 """
 
 from __future__ import annotations
@@ -46,10 +49,16 @@ from mp1.report import REPEAT_KEYS, collect_runs, flatten, group_members, paper_
 
 MARGIN = 0.02  # more than 2 points: about the standard error of a difference over 800 paired episodes
 SEEDS = (0, 1)
-RECIPE, BASELINE, DIAGNOSTIC = "mp1-tuned", "dp3", "regression"
+RECIPE, BASELINE = "mp1-tuned", "dp3"
 KNOBS = ("noise_scale=0.5", "steps=2")
 TABLE_FOLDERS = ("table37", "table37-seed1", "table37-rerun")
-LEVERS = ("boundary", "time", "lr", "regression")  # table37_levers.sh's, each in table37-lever-LEVER/
+# table37_levers.sh's variants, each lever in table37-lever-LEVER/, as `mp1 report` names them
+LEVERS = {
+    "boundary": ("mp1-tuned[objective.boundary_fraction=0.25]", "mp1-tuned[objective.boundary_fraction=0.5]"),
+    "time": ("mp1-tuned[objective.time_distribution=uniform]",),
+    "lr": ("mp1-tuned[train_lr=0.0001]", "dp3[train_lr=0.0003]"),
+    "regression": ("regression",),  # a diagnostic, never a recipe
+}
 TOY_RESULTS = Path(__file__).resolve().parent / "results" / "toy_training_levers.txt"
 TOY_MODES, TOY_ON_MODE = 8, 85.0
 TARGET_LEAD, TARGET_GROUP_GAP = 0.03, 0.05  # (c): mean over held-out tasks, each difficulty group
@@ -63,21 +72,26 @@ class Undecided(Exception):
     lines: tuple[str, ...] = ()
 
 
+def above(value: float, bound: float) -> bool:
+    """value > bound for success rates, whose differences are whole episodes over 800 and more:
+    rounded, so that a lead of exactly 2 points is not more than 2 by a float's last bit."""
+    return round(value - bound, 9) > 0
+
+
 def choice_folders(results: Path) -> dict[str, Path]:
     """The folders the choice reads, by name: the table's and the levers'."""
     return {name: results / name for name in TABLE_FOLDERS} | {lever: results / f"table37-lever-{lever}" for lever in LEVERS}
 
 
-def load(folders: dict[str, Path]) -> tuple[list[dict], dict[str, str]]:
+def load(folders: dict[str, Path]) -> list[dict]:
     """Each run's rows (its own strict evaluation and its knobs'), each with its `variant` (the
-    run's own label), and the variants trained in each folder named by a lever, each with its lever.
-    Of runs repeated with the same settings and seed (table37-rerun/ re-made policy files for the
-    knobs), the one with the most knob evaluations counts, so that a knob is compared with the
-    same weights' one step."""
-    found = [(name, row) for name, folder in folders.items() if folder.is_dir() for row in collect_runs(folder)]
+    run's own label). Of runs repeated with the same settings and seed (table37-rerun/ re-made
+    policy files for the knobs), the one with the most knob evaluations counts, so that a knob is
+    compared with the same weights' one step."""
     by_run: dict[str, list[dict]] = {}
-    for _, row in found:
-        by_run.setdefault(row["run"], []).append(row)
+    for folder in folders.values():
+        for row in collect_runs(folder) if folder.is_dir() else []:
+            by_run.setdefault(row["run"], []).append(row)
     counted: dict[tuple, str] = {}
     for run, run_rows in by_run.items():
         own = next(row for row in run_rows if not row["sampling"])
@@ -86,21 +100,25 @@ def load(folders: dict[str, Path]) -> tuple[list[dict], dict[str, str]]:
         key = tuple(own[k] for k in REPEAT_KEYS)
         if key not in counted or len(run_rows) > len(by_run[counted[key]]):
             counted[key] = run
-    rows = [row for run in counted.values() for row in by_run[run]]
-    return rows, {row["policy"]: name for name, row in found if name in LEVERS and not row["sampling"]}
+    return [row for run in counted.values() for row in by_run[run]]
 
 
 def score(rows: list[dict], variant: str, sampling: str, dev: list[str]) -> float:
     """Strict success over the development tasks, per task the mean of its seeds."""
+    named = f"{variant} sampled with {sampling}" if sampling else variant
     per_task = []
     for task in dev:
-        by_seed = {r["seed"]: r["strict"] for r in rows
-                   if (r["task"], r["variant"], r["sampling"]) == (task, variant, sampling) and not np.isnan(r["strict"])}
+        by_seed: dict[int, list[float]] = {}
+        for r in rows:
+            if (r["task"], r["variant"], r["sampling"]) == (task, variant, sampling) and not np.isnan(r["strict"]):
+                by_seed.setdefault(r["seed"], []).append(r["strict"])
         missing = [seed for seed in SEEDS if seed not in by_seed]
         if missing:
-            named = f"{variant} with {sampling}" if sampling else variant
-            raise Undecided(f"{named} has no run of seed {', '.join(map(str, missing))} on {task}")
-        per_task.append(np.mean([by_seed[seed] for seed in SEEDS]))
+            raise Undecided(f"{named}: no strict result of seed {', '.join(map(str, missing))} on {task}")
+        if any(len(by_seed[seed]) > 1 for seed in SEEDS):
+            raise Undecided(f"{named}: two runs of one seed on {task} that are not repeats (another step count, "
+                            "demo count or episode count): say which counts")
+        per_task.append(np.mean([by_seed[seed][0] for seed in SEEDS]))
     return float(np.mean(per_task))
 
 
@@ -108,7 +126,7 @@ def choose_knob(rows: list[dict], dev: list[str]) -> tuple[str, list[str]]:
     """Rule (a): the knob that becomes the default ("" for the plain one step), and its table."""
     scores = {knob: score(rows, RECIPE, knob, dev) for knob in ("", *KNOBS)}
     best = max(KNOBS, key=scores.get)
-    chosen = best if scores[best] - scores[""] > MARGIN else ""
+    chosen = best if above(scores[best] - scores[""], MARGIN) else ""
     lines = ["## (a) Inference knobs", "", f"| {RECIPE} sampled with | development set | lead over one step |", "| --- | --- | --- |"]
     lines += [f"| {knob or 'one step, noise 1'} | {100 * s:.1f} | {100 * (s - scores['']):+.1f} |" for knob, s in scores.items()]
     verdict = f"**{chosen}** becomes the policy file's default" if chosen else "the plain one step stays"
@@ -122,44 +140,50 @@ def settings_of(rows: list[dict], variant: str) -> list[str]:
     return [f"model.{key}={value}" for key, value in flatten(overrides).items()]
 
 
-def toy_verdict(settings: list[str], steps: int, toy_results: Path) -> bool:
-    """Whether the 2-D toy keeps every mode with this variant (its line in the toy's results)."""
+def label_of(recipe: str, settings: list[str]) -> str:
+    """The label `mp1 report` gives a recipe trained with these settings."""
+    return f"{recipe}[{','.join(s.removeprefix('model.') for s in settings)}]" if settings else recipe
+
+
+def toy_verdict(settings: list[str], knob: str, toy_results: Path) -> bool:
+    """Whether the 2-D toy keeps every mode with this variant, sampled as (a) chose (its line in
+    the toy's results: on-mode share, mean over the toy's seeds, and each seed's modes)."""
+    if knob.startswith("noise_scale="):
+        raise Undecided(f"the toy's levers were sampled at noise 1, not with {knob}: measure them so first")
+    steps = int(knob.removeprefix("steps=")) if knob else 1
     name = ", ".join(key.split(".")[-1] + "=" + value for key, value in (s.split("=", 1) for s in settings))
     pattern = re.compile(rf"^{re.escape(name)}, {steps} steps?\s+([\d.]+)%\s+(.*)$")
     for line in toy_results.read_text().splitlines():
         found = pattern.match(line)
         if found:
             modes = [int(m) for m in re.findall(rf"(\d+)/{TOY_MODES}", found.group(2))]
-            return float(found.group(1)) >= TOY_ON_MODE and all(m == TOY_MODES for m in modes)
+            return float(found.group(1)) >= TOY_ON_MODE and bool(modes) and all(m == TOY_MODES for m in modes)
     raise Undecided(f"no toy result for {name} at {steps} step(s) in {toy_results.name}: "
                     f"measure it (benchmarks/toy_levers.py --training --only {name}, a lever named there)")
 
 
-def choose_recipes(rows: list[dict], levers: dict[str, str], dev: list[str], knob: str,
+def choose_recipes(rows: list[dict], dev: list[str], knob: str,
                    toy_results: Path = TOY_RESULTS) -> tuple[dict[str, list[str]], list[str]]:
     """Rule (b): per policy whose recipe changes, its new training settings; and the table."""
-    not_run = [lever for lever in LEVERS if lever not in levers.values()]
-    if not_run:
-        raise Undecided(f"no run of the lever(s) {', '.join(not_run)} (table37_levers.sh)")
     steps = int(knob.removeprefix("steps=")) if knob.startswith("steps=") else 1
     lines = ["## (b) Training levers", "", "| variant | sampled with | development set | recipe it changes | lead |",
              "| --- | --- | --- | --- | --- |"]
-    leads = {}
-    for recipe in (RECIPE, BASELINE):
-        sampling = knob if recipe == RECIPE else ""
-        base = score(rows, recipe, sampling, dev)
-        leads[recipe] = {variant: score(rows, variant, sampling, dev) - base
-                         for variant in sorted(levers) if variant.split("[")[0] == recipe}
-        lines += [f"| {variant} | {sampling or 'as trained'} | {100 * (base + lead):.1f} | {100 * base:.1f} | {100 * lead:+.1f} |"
-                  for variant, lead in leads[recipe].items()]
-    lines += [f"| {variant} (diagnostic) | as trained | {100 * score(rows, variant, '', dev):.1f} | – | – |"
-              for variant in sorted(v for v in levers if v.split("[")[0] == DIAGNOSTIC)]
     changed, notes = {}, [""]
     try:
+        leads = {}
+        for recipe in (RECIPE, BASELINE):
+            sampling = knob if recipe == RECIPE else ""
+            base = score(rows, recipe, sampling, dev)
+            leads[recipe] = {variant: score(rows, variant, sampling, dev) - base for variants in LEVERS.values()
+                             for variant in variants if variant.split("[")[0] == recipe}
+            lines += [f"| {variant} | {sampling or 'as trained'} | {100 * (base + lead):.1f} | {100 * base:.1f} | "
+                      f"{100 * lead:+.1f} |" for variant, lead in leads[recipe].items()]
+        lines += [f"| {variant} (diagnostic) | as trained | {100 * score(rows, variant, '', dev):.1f} | – | – |"
+                  for variant in LEVERS["regression"]]
         for recipe, lead in leads.items():
-            for variant in sorted((v for v in lead if lead[v] > MARGIN), key=lead.get, reverse=True):
+            for variant in sorted((v for v in lead if above(lead[v], MARGIN)), key=lead.get, reverse=True):
                 settings = settings_of(rows, variant)
-                if recipe == BASELINE or toy_verdict(settings, steps, toy_results):
+                if recipe == BASELINE or toy_verdict(settings, knob, toy_results):
                     changed[recipe] = settings
                     break
                 notes.append(f"{variant} leads but fails the toy ({TOY_MODES} of 8 modes, >= {TOY_ON_MODE:.0f}% on a mode).")
@@ -174,18 +198,10 @@ def choose_recipes(rows: list[dict], levers: dict[str, str], dev: list[str], kno
 def check_targets(results: Path, dev: list[str], knob: str, changed: dict[str, list[str]]) -> list[str]:
     """(c): the chosen recipe against DP3 on the held-out tasks, seed 0, and the issue's targets."""
     folders = {name: results / name for name in TABLE_FOLDERS if name != "table37-seed1"}
-    rows, _ = load(folders | {f"chosen {recipe}": results / "table37-chosen" / recipe for recipe in changed})
-    rows = [r for r in rows if r["seed"] == 0]
-
-    def label(recipe: str) -> str:  # the variant trained for the table, or the chosen one
-        if recipe not in changed:
-            return recipe
-        chosen = [r["variant"] for r in rows if f"table37-chosen/{recipe}/" in r["run"]]
-        if not chosen:
-            raise Undecided(f"the chosen {recipe} has not been trained (table37-chosen/{recipe}/: the plan's step 5)")
-        return chosen[0]
-
-    mine, theirs = (label(RECIPE), knob), (label(BASELINE), "")
+    rows = load(folders | {f"chosen {recipe}": results / "table37-chosen" / recipe for recipe in changed})
+    rows = [r for r in rows if r["seed"] == 0 and not np.isnan(r["strict"])]
+    mine = (label_of(RECIPE, changed.get(RECIPE, [])), knob)
+    theirs = (label_of(BASELINE, changed.get(BASELINE, [])), "")
     held_out = sorted({r["task"] for r in rows if "table37-chosen/" not in r["run"]} - set(dev), key=paper_order)
     if not held_out:
         raise Undecided("no task outside the development set has a run in the table")
@@ -194,14 +210,16 @@ def check_targets(results: Path, dev: list[str], knob: str, changed: dict[str, l
         for variant, sampling in (mine, theirs):
             found = [r for r in rows if (r["task"], r["variant"], r["sampling"]) == (task, variant, sampling)]
             if not found:
-                raise Undecided(f"{variant}{f' with {sampling}' if sampling else ''} has no run of seed 0 on {task}")
+                where = "table37-chosen/: the plan's step 5" if variant.endswith("]") else "the table"
+                raise Undecided(f"{variant}{f' sampled with {sampling}' if sampling else ''} has no strict result of "
+                                f"seed 0 on {task} ({where})")
             picked[task, variant] = found[0]
 
     def mean(variant: str, tasks: list[str]) -> float:
         return float(np.mean([picked[task, variant]["strict"] for task in tasks]))
 
     steps = int(knob.removeprefix("steps=")) if knob.startswith("steps=") else 1
-    named = f"{mine[0]}{f' with {knob}' if knob else ''}"
+    named = f"{mine[0]}{f' sampled with {knob}' if knob else ''}"
     lines = [f"## (c) The targets: {named} against {theirs[0]}, {len(held_out)} held-out "
              f"task{'s' * (len(held_out) != 1)}, seed 0", "",
              "| group | tasks | chosen | DP3 | difference |", "| --- | --- | --- | --- | --- |"]
@@ -210,16 +228,16 @@ def check_targets(results: Path, dev: list[str], knob: str, changed: dict[str, l
         gaps[group] = mean(mine[0], members) - mean(theirs[0], members)
         lines.append(f"| {group} | {len(members)} | {100 * mean(mine[0], members):.1f} | "
                      f"{100 * mean(theirs[0], members):.1f} | {100 * gaps[group]:+.1f} |")
-    latency = {variant: float(np.median([picked[task, variant]["latency_p50_ms"] for task in held_out]))
+    latency = {variant: float(np.nanmedian([picked[task, variant]["latency_p50_ms"] for task in held_out]))
                for variant, _ in (mine, theirs)}
     share = latency[mine[0]] / latency[theirs[0]]
     worst = min((g for g in gaps if g != "all"), key=gaps.get)
     met = {True: "**met**", False: "**not met**"}
     return lines + ["",
         f"- Mean over the held-out tasks: {100 * gaps['all']:+.1f} points over DP3 (target >= +{100 * TARGET_LEAD:.0f}): "
-        f"{met[gaps['all'] >= TARGET_LEAD]}.",
+        f"{met[not above(TARGET_LEAD, gaps['all'])]}.",
         f"- Worst group: {worst}, {100 * gaps[worst]:+.1f} points (target: none more than {100 * TARGET_GROUP_GAP:.0f} "
-        f"behind): {met[gaps[worst] >= -TARGET_GROUP_GAP]}.",
+        f"behind): {met[not above(-TARGET_GROUP_GAP, gaps[worst])]}.",
         f"- `predict_action` p50, median over the held-out strict rollouts: {latency[mine[0]]:.1f} ms against DP3's "
         f"{latency[theirs[0]]:.1f} ms, 1/{1 / share:.1f} (target at {steps} step{'s' * (steps > 1)}: at most "
         f"1/{1 / LATENCY_SHARE[steps]:.0f}): {met[share <= LATENCY_SHARE[steps]]}. Rollouts share a loaded machine; "
@@ -235,7 +253,7 @@ def main() -> None:
     output.add_argument("--recipes", action="store_true", help="print rule (b)'s changed recipes only")
     args = parser.parse_args()
     dev = args.dev_set.replace(",", " ").split()
-    rows, levers = load(choice_folders(args.results))
+    rows = load(choice_folders(args.results))
     if not rows:
         parser.error(f"no finished runs of the plan's folders under {args.results}")
     lines = [f"# Issue #22's choice, by the rule of 2026-12-03 ({len(dev)} development "
@@ -246,7 +264,7 @@ def main() -> None:
         if args.knob:
             print(knob.replace("=", ""))
             return
-        recipes, recipe_lines = choose_recipes(rows, levers, dev, knob)
+        recipes, recipe_lines = choose_recipes(rows, dev, knob)
         lines += recipe_lines + [""]
         if not args.recipes:
             lines += check_targets(args.results, dev, knob, recipes)

@@ -43,7 +43,7 @@ for step in ${STEPS:-1 2 4 3 5}; do
            DIR=$RESULTS/table37-seed1 TASKS="$DEV $gaps" bash benchmarks/table37.sh "$@" seed=1 ;;
         3) # the knob rule (a) chose from steps 2 and 4 (while it cannot decide, both candidates)
            knob=$(python benchmarks/table37_choose.py "$RESULTS" --dev-set "$DEV" --knob) \
-               || { [ $? -eq 3 ] && knob="noise_scale0.5 steps2"; }
+               || { status=$?; [ "$status" -eq 3 ] || exit "$status"; knob="noise_scale0.5 steps2"; }
            # task by task, so that every lever has the tasks it can move before any has an easy one
            for task in $DEV; do
                for lever in boundary time regression lr; do
@@ -68,7 +68,7 @@ EOF
         5) # (an undecided choice prints no recipe: the choice below then names what is missing)
            while read -r policy settings; do
                # shellcheck disable=SC2086  # the settings are several key=value words
-               DIR=$RESULTS/table37-chosen/$policy POLICIES=$policy bash benchmarks/table37.sh $settings "$@"
+               DIR=$RESULTS/table37-chosen/$policy POLICIES=$policy bash benchmarks/table37.sh $settings "$@" < /dev/null
            done < <(python benchmarks/table37_choose.py "$RESULTS" --dev-set "$DEV" --recipes)
            # the chosen recipes beside the table's, the headline outside the development set
            if [ -d "$RESULTS/table37-chosen" ]; then

@@ -345,11 +345,12 @@ def test_a_repeated_run_counts_once_and_is_listed(tmp_path):
     assert "Repeated runs" not in write_sweep_report(tmp_path / "table").read_text()
 
 
-def table37_run(results, folder, task, policy, seed, strict, model=None, knobs=None):
+def table37_run(results, folder, task, policy, seed, strict, model=None, knobs=None, name=None):
     """A finished run of the 37-task plan under results/folder, with knob re-evaluations
-    ({"steps": 2}: success) on its strict evaluation's episodes."""
-    fake_run(results / folder, task, policy, seed, strict, strict, model=model)
-    run = results / folder / task.replace("/", "_") / f"{policy}{'-custom' if model else ''}-seed{seed}"
+    ({("steps", 2): success}) on its strict evaluation's episodes."""
+    name = name or f"{policy}{'-custom' if model else ''}-seed{seed}"
+    fake_run(results / folder, task, policy, seed, strict, strict, model=model, folder=name)
+    run = results / folder / task.replace("/", "_") / name
     final = json.loads((run / "final.json").read_text())
     final["strict_protocol"]["seed"] = 1000
     (run / "final.json").write_text(json.dumps(final))
@@ -360,31 +361,38 @@ def table37_run(results, folder, task, policy, seed, strict, model=None, knobs=N
             {"seed": 1000, "episodes": 50, "success_rate": success, "latency_p50_ms": 9.0, "device": "cpu", "sampling": sampling}))
 
 
-def test_the_choice_follows_the_written_rule(tmp_path):
-    """benchmarks/table37_choose.py: (a) the knob that leads the plain one step by more than 2
-    points on the development set (seeds 0 and 1) becomes the default, (b) a lever's variant,
-    sampled with that knob, replaces the recipe it changes if it leads by more than 2 points and the
-    toy keeps its modes (else the next variant that leads); a knob is compared with the same run's
-    one step (a rerun's, where the table's run has no knobs); undecided (exit 3) while a run is missing."""
+def load_choose():
     import importlib.util
-    import subprocess
-    import sys
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "table37_choose.py"
     spec = importlib.util.spec_from_file_location("table37_choose", script)
     choose = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(choose)
+    return choose, script
+
+
+def test_the_choice_follows_the_written_rule(tmp_path):
+    """benchmarks/table37_choose.py: (a) the knob that leads the plain one step by more than 2
+    points on the development set (seeds 0 and 1) becomes the default, (b) a lever's variant,
+    sampled with that knob, replaces the recipe it changes if it leads by more than 2 points and the
+    toy keeps its modes (else the next variant that leads; DP3's variant without the toy), (c) the
+    targets on the held-out tasks; a knob is compared with the same run's one step (a rerun's, where
+    the table's run has no knobs); undecided (exit 3) while a run is missing."""
+    import subprocess
+    import sys
+
+    choose, script = load_choose()
     dev = ["metaworld/dial-turn", "metaworld/button-press"]
     steps2, half = ("steps", 2), ("noise_scale", 0.5)
     for seed, folder in ((0, "table37"), (1, "table37-seed1")):
-        for task, plain in zip(dev, (0.5, 1.0)):  # 2 steps: +3 points over the development set, noise 0.5: +2
+        for task, plain in zip(dev, (0.5 + 0.02 * seed, 1.0)):  # 2 steps: +3 points over the set, noise 0.5: +1
             # dial-turn's seed 0 was rerun for its knobs: its knobs and its one step are the rerun's
             rerun = (task, seed) == (dev[0], 0)
             if rerun:
                 table37_run(tmp_path, folder, task, "mp1-tuned", seed, 0.2)
             table37_run(tmp_path, "table37-rerun" if rerun else folder, task, "mp1-tuned", seed, plain,
-                        knobs={steps2: plain + 0.06 * (task == dev[0]), half: plain + 0.04 * (task == dev[0])})
+                        knobs={steps2: plain + 0.06 * (task == dev[0]), half: plain + 0.02 * (task == dev[0])})
             table37_run(tmp_path, folder, task, "dp3", seed, 0.8)
 
     def run(*options):
@@ -392,50 +400,80 @@ def test_the_choice_follows_the_written_rule(tmp_path):
                               capture_output=True, text=True)
 
     assert run("--knob").stdout.strip() == "steps2"
-    assert "| one step, noise 1 | 75.0 | +0.0 |\n| noise_scale=0.5 | 77.0 | +2.0 |\n| steps=2 | 78.0 | +3.0 |" in run().stdout
+    assert "| one step, noise 1 | 75.5 | +0.0 |\n| noise_scale=0.5 | 76.5 | +1.0 |\n| steps=2 | 78.5 | +3.0 |" in run().stdout
     undecided = run("--recipes")
-    assert undecided.returncode == 3 and "no run of the lever(s) boundary, time, lr, regression" in undecided.stderr
-    lever = {"boundary": {"objective": {"boundary_fraction": 0.5}}, "time": {"objective": {"time_distribution": "uniform"}},
-             "lr": {"train_lr": 0.0001}}
-    lead = {"boundary": 0.1, "time": 0.05, "lr": 0.0}  # on dial-turn at 2 steps (button-press: 100% for all)
+    assert undecided.returncode == 3 and undecided.stdout == ""
+    assert ("mp1-tuned[objective.boundary_fraction=0.25] sampled with steps=2: no strict result of seed 0, 1 on "
+            "metaworld/dial-turn") in undecided.stderr
+    levers = {"boundary": [{"objective": {"boundary_fraction": 0.25}}, {"objective": {"boundary_fraction": 0.5}}],
+              "time": [{"objective": {"time_distribution": "uniform"}}], "lr": [{"train_lr": 0.0001}]}
+    lead = {0.25: 0.0, 0.5: 0.1, "uniform": 0.05, 0.0001: 0.0}  # on dial-turn at 2 steps (button-press: 100% for all)
     for seed in (0, 1):
         for task in dev:
-            for name, model in lever.items():
-                table37_run(tmp_path, f"table37-lever-{name}", task, "mp1-tuned", seed, 0.0, model=model,
-                            knobs={steps2: min(1.0, lead[name] + 0.5 + 0.06 * (task == dev[0]) + 0.5 * (task == dev[1]))})
-            table37_run(tmp_path, "table37-lever-lr", task, "dp3", seed, 0.81, model={"train_lr": 0.0003})
+            base = 0.56 + 0.02 * seed if task == dev[0] else 1.0
+            for name, models in levers.items():
+                for model in models:
+                    setting = next(iter(flatten_values(model)))
+                    table37_run(tmp_path, f"table37-lever-{name}", task, "mp1-tuned", seed, 0.0, model=model,
+                                knobs={steps2: min(1.0, base + lead[setting])}, name=f"{setting}-seed{seed}")
+            table37_run(tmp_path, "table37-lever-lr", task, "dp3", seed, 0.83, model={"train_lr": 0.0003})  # +3
             if (seed, task) != (1, dev[1]):
                 table37_run(tmp_path, "table37-lever-regression", task, "regression", seed, 0.3)
     missing = run()
-    assert missing.returncode == 3 and "regression has no run of seed 1 on metaworld/button-press" in missing.stderr
+    assert missing.returncode == 3 and "regression: no strict result of seed 1 on metaworld/button-press" in missing.stderr
+    assert "| mp1-tuned[objective.boundary_fraction=0.5] | steps=2 | 83.5 | 78.5 | +5.0 |" in missing.stdout  # the tables so far
     table37_run(tmp_path, "table37-lever-regression", dev[1], "regression", 1, 0.3)
-    # The toy: boundary_fraction=0.5 loses modes' samples at 2 steps here, so the next variant that leads is chosen.
+    # The toy: boundary_fraction=0.5 keeps too few samples on a mode, uniform times lose a mode in one
+    # seed, so neither is chosen although both lead; DP3's variant needs no toy.
     toy = tmp_path / "toy.txt"
-    toy.write_text("boundary_fraction=0.5, 2 steps   84.0%  84.0% 8/8\ntime_distribution=uniform, 2 steps   97.2%  97.0% 8/8, 97.5% 8/8\n")
-    rows, levers = choose.load(choose.choice_folders(tmp_path))
-    changed, lines = choose.choose_recipes(rows, levers, dev, "steps=2", toy)
-    assert changed == {"mp1-tuned": ["model.objective.time_distribution=uniform"]}  # DP3 at 3e-4: +1 point, stays
-    assert "| mp1-tuned[objective.boundary_fraction=0.5] | steps=2 | 83.0 | 78.0 | +5.0 |" in lines
+    toy.write_text("boundary_fraction=0.5, 2 steps   84.0%  84.0% 8/8\n"
+                   "time_distribution=uniform, 2 steps   97.2%  97.0% 8/8, 97.5% 7/8\n")
+    rows = choose.load(choose.choice_folders(tmp_path))
+    changed, lines = choose.choose_recipes(rows, dev, "steps=2", toy)
+    assert changed == {"dp3": ["model.train_lr=0.0003"]}
+    assert "| mp1-tuned[objective.time_distribution=uniform] | steps=2 | 81.0 | 78.5 | +2.5 |" in lines
+    assert "| dp3[train_lr=0.0003] | as trained | 83.0 | 80.0 | +3.0 |" in lines
     assert "| regression (diagnostic) | as trained | 30.0 | – | – |" in lines
-    assert any("fails the toy" in line for line in lines)
+    assert sum("fails the toy" in line for line in lines) == 2
     toy.write_text("time_distribution=uniform, 1 step   86.4%  86.3% 8/8\n")
     with pytest.raises(choose.Undecided, match="no toy result for boundary_fraction=0.5 at 2 step"):
-        choose.choose_recipes(rows, levers, dev, "steps=2", toy)
+        choose.choose_recipes(rows, dev, "steps=2", toy)
     # The repository's toy results pass boundary_fraction=0.5 at 2 steps (95.6%, 8 of 8 modes).
-    assert run("--recipes").stdout.strip() == "mp1-tuned model.objective.boundary_fraction=0.5"
-    # (c): the targets on the held-out tasks, seed 0, once the chosen recipe has run on them.
+    assert run("--recipes").stdout.splitlines() == ["mp1-tuned model.objective.boundary_fraction=0.5",
+                                                    "dp3 model.train_lr=0.0003"]
+    # (c): the targets on the held-out tasks, seed 0, once the chosen recipes have run on them.
     chosen = {"objective": {"boundary_fraction": 0.5}}
     for task, plain, dp3 in (("metaworld/reach", 0.9, 0.8), ("metaworld/assembly", 0.5, 0.6)):
         table37_run(tmp_path, "table37", task, "mp1-tuned", 0, plain, knobs={steps2: plain})
         table37_run(tmp_path, "table37", task, "dp3", 0, dp3)
+        table37_run(tmp_path, "table37-chosen/dp3", task, "dp3", 0, dp3, model={"train_lr": 0.0003})
     untrained = run()
     assert untrained.returncode == 3 and "Chosen: **steps=2** becomes the policy file's default" in untrained.stdout
-    assert "the chosen mp1-tuned has not been trained" in untrained.stderr
+    assert ("mp1-tuned[objective.boundary_fraction=0.5] sampled with steps=2 has no strict result of seed 0 on "
+            "metaworld/reach (table37-chosen/: the plan's step 5)") in untrained.stderr
     table37_run(tmp_path, "table37-chosen/mp1-tuned", "metaworld/reach", "mp1-tuned", 0, 0.9, chosen, {steps2: 1.0})
-    assert "mp1-tuned[objective.boundary_fraction=0.5] with steps=2 has no run of seed 0 on metaworld/assembly" in run().stderr
-    table37_run(tmp_path, "table37-chosen/mp1-tuned", "metaworld/assembly", "mp1-tuned", 0, 0.5, chosen, {steps2: 0.52})
+    table37_run(tmp_path, "table37-chosen/mp1-tuned", "metaworld/assembly", "mp1-tuned", 0, 0.5, chosen, {steps2: 0.55})
     targets = run().stdout
-    assert "| easy | 1 | 100.0 | 80.0 | +20.0 |\n| hard | 1 | 52.0 | 60.0 | -8.0 |\n| all | 2 | 76.0 | 70.0 | +6.0 |" in targets
-    assert "+6.0 points over DP3 (target >= +3): **met**" in targets
-    assert "Worst group: hard, -8.0 points (target: none more than 5 behind): **not met**" in targets
+    assert "against dp3[train_lr=0.0003], 2 held-out tasks" in targets
+    assert "| easy | 1 | 100.0 | 80.0 | +20.0 |\n| hard | 1 | 55.0 | 60.0 | -5.0 |\n| all | 2 | 77.5 | 70.0 | +7.5 |" in targets
+    assert "+7.5 points over DP3 (target >= +3): **met**" in targets
+    assert "Worst group: hard, -5.0 points (target: none more than 5 behind): **met**" in targets  # 5 exactly: met
     assert "9.0 ms against DP3's 60.0 ms, 1/6.7 (target at 2 steps: at most 1/3): **met**" in targets
+
+
+def flatten_values(tree: dict):
+    """The leaf values of nested settings."""
+    for value in tree.values():
+        yield from flatten_values(value) if isinstance(value, dict) else [value]
+
+
+def test_the_choice_margin_is_more_than_two_points():
+    """A knob exactly 2 points ahead (in whole episodes: 16 of 800) is not more than 2 points
+    ahead, however the floats round; 17 of 800 is."""
+    choose, _ = load_choose()
+    dev = [f"metaworld/task-{i}" for i in range(8)]
+    for extra, chosen in ((16, ""), (17, "steps=2")):  # extra successes at 2 steps, spread over the 16 runs
+        rows = [{"task": task, "variant": "mp1-tuned", "sampling": sampling, "seed": seed,
+                 "strict": (37 + (extra // 16 + (i * 2 + seed < extra % 16)) * (sampling == "steps=2")) / 50}
+                for i, task in enumerate(dev) for seed in (0, 1) for sampling in ("", "noise_scale=0.5", "steps=2")]
+        assert choose.choose_knob(rows, dev)[0] == chosen
