@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mp1.report import REPEAT_KEYS, collect_runs, flatten, group_members, paper_order, run_overrides
+from mp1.report import REPEAT_KEYS, collect_runs, flatten, group_members, paper_order, run_overrides, variant_name
 
 MARGIN = 0.02  # more than 2 points: about the standard error of a difference over 800 paired episodes
 SEEDS = (0, 1)
@@ -142,7 +142,12 @@ def settings_of(rows: list[dict], variant: str) -> list[str]:
 
 def label_of(recipe: str, settings: list[str]) -> str:
     """The label `mp1 report` gives a recipe trained with these settings."""
-    return f"{recipe}[{','.join(s.removeprefix('model.') for s in settings)}]" if settings else recipe
+    return variant_name(recipe, {}, [setting.removeprefix("model.") for setting in settings])
+
+
+def sampling_steps(knob: str) -> int:
+    """The network evaluations per chunk with (a)'s knob ("" or a noise scale: one)."""
+    return int(knob.removeprefix("steps=")) if knob.startswith("steps=") else 1
 
 
 def toy_verdict(settings: list[str], knob: str, toy_results: Path) -> bool:
@@ -150,7 +155,7 @@ def toy_verdict(settings: list[str], knob: str, toy_results: Path) -> bool:
     the toy's results: on-mode share, mean over the toy's seeds, and each seed's modes)."""
     if knob.startswith("noise_scale="):
         raise Undecided(f"the toy's levers were sampled at noise 1, not with {knob}: measure them so first")
-    steps = int(knob.removeprefix("steps=")) if knob else 1
+    steps = sampling_steps(knob)
     name = ", ".join(key.split(".")[-1] + "=" + value for key, value in (s.split("=", 1) for s in settings))
     pattern = re.compile(rf"^{re.escape(name)}, {steps} steps?\s+([\d.]+)%\s+(.*)$")
     for line in toy_results.read_text().splitlines():
@@ -165,7 +170,7 @@ def toy_verdict(settings: list[str], knob: str, toy_results: Path) -> bool:
 def choose_recipes(rows: list[dict], dev: list[str], knob: str,
                    toy_results: Path = TOY_RESULTS) -> tuple[dict[str, list[str]], list[str]]:
     """Rule (b): per policy whose recipe changes, its new training settings; and the table."""
-    steps = int(knob.removeprefix("steps=")) if knob.startswith("steps=") else 1
+    steps = sampling_steps(knob)
     lines = ["## (b) Training levers", "", "| variant | sampled with | development set | recipe it changes | lead |",
              "| --- | --- | --- | --- | --- |"]
     changed, notes = {}, [""]
@@ -218,7 +223,7 @@ def check_targets(results: Path, dev: list[str], knob: str, changed: dict[str, l
     def mean(variant: str, tasks: list[str]) -> float:
         return float(np.mean([picked[task, variant]["strict"] for task in tasks]))
 
-    steps = int(knob.removeprefix("steps=")) if knob.startswith("steps=") else 1
+    steps = sampling_steps(knob)
     named = f"{mine[0]}{f' sampled with {knob}' if knob else ''}"
     lines = [f"## (c) The targets: {named} against {theirs[0]}, {len(held_out)} held-out "
              f"task{'s' * (len(held_out) != 1)}, seed 0", "",

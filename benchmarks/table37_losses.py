@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from mp1.envs import make_env
-from mp1.evaluate import DP3_EPISODE_STEPS
+from mp1.evaluate import DP3_EPISODE_STEPS, knob_settings, knob_suffix
 from mp1.policies import Policy
 from mp1.policies.policy import read_policy_file
 from mp1.report import collect_runs, strict_gaps
@@ -103,8 +103,7 @@ def line(name: str, s: dict) -> str:
 
 
 def result_path(run: Path, episodes: int, sampling: dict | None = None) -> Path:
-    knobs = "".join(f"_{key}{value}" for key, value in (sampling or {}).items() if value is not None)
-    return run / "eval" / f"losses_seed{FIRST_SEED}_{episodes}ep{knobs}.json"
+    return run / "eval" / f"losses_seed{FIRST_SEED}_{episodes}ep{knob_suffix(sampling or {})}.json"
 
 
 def lost_runs(root: Path, over: float, episodes: int) -> list[Path]:
@@ -166,8 +165,7 @@ def main() -> None:
         partial = out.with_suffix(".partial")  # renamed when whole: --lost-in skips what exists
         partial.write_text(json.dumps(result, indent=1))
         partial.replace(out)
-        settings = "".join(f" {key}={value}" for key, value in sampling.items() if value is not None)
-        print(line(f"{run}{settings}", result["summary"]), flush=True)
+        print(line(" ".join([str(run), *knob_settings(sampling)]), result["summary"]), flush=True)
 
 
 if __name__ == "__main__":

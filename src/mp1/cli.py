@@ -192,7 +192,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from mp1.evaluate import evaluate
+    from mp1.evaluate import evaluate, knob_settings, knob_suffix
     from mp1.policies.policy import read_policy_file
 
     if args.jobs < 1 or args.episodes < 1:
@@ -203,7 +203,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     task = args.task or extra.get("task")
     out_dir = Path(args.out or (target if target.is_dir() else target.parent) / "eval")
     sampling = {"noise_scale": args.noise_scale, "steps": args.steps}
-    knobs = "".join(f"_{key}{value}" for key, value in sampling.items() if value is not None)
+    knobs = knob_suffix(sampling)
     if not task:
         return validate_run(target, policy_path, sampling, out_dir / f"validation{knobs}.json")
     video = str(out_dir / f"eval_seed{args.seed}{knobs}.mp4") if args.video else None
@@ -216,7 +216,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     path = out_dir / f"eval_seed{args.seed}_{args.episodes}ep{knobs}.json"
     result.save(path)
     low, high = result.confidence_interval
-    settings = "".join(f" {key}={value}" for key, value in sampling.items() if value is not None)
+    settings = "".join(f" {setting}" for setting in knob_settings(sampling))
     print(
         f"{task}{settings}: success {100 * result.success_rate:.1f}% over {args.episodes} episodes "
         f"(strict protocol; 95% CI {100 * low:.1f}-{100 * high:.1f}); "
