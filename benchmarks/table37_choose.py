@@ -13,8 +13,7 @@ table37-lever-*/ under RESULTS).
     with the knob (a) chose: a variant replaces the recipe it changes if it leads that recipe by
     more than 2 points (the best such variant; variants are not stacked, a stack was never
     measured), and only if the 2-D toy keeps all 8 modes with at least 85% of samples on one
-    (benchmarks/results/toy_training_levers.txt, at (a)'s steps; the toy has no lever sampled at
-    noise 0.5, so that knob leaves (b) undecided until it is measured). DP3's variant of the
+    (benchmarks/results/toy_training_levers.txt, sampled as (a) chose). DP3's variant of the
     learning-rate lever replaces DP3's recipe by the same margin, so that the comparison stays
     fair. The regression head is a diagnostic, never a recipe.
 (c) The issue's targets for the chosen recipe, against DP3's (itself if (b) changed it), on the
@@ -22,7 +21,8 @@ table37-lever-*/ under RESULTS).
     policy file for the knobs, or table37-chosen/POLICY/'s where (b) changed a recipe): mean
     strict success at least DP3's + 3 points, no difficulty group more than 5 points behind,
     `predict_action` p50 (median over those tasks' strict rollouts) at most 1/5 of DP3's with
-    one step, 1/3 with two. Margins compare whole episodes: exactly 2 points is not more than 2.
+    one step, 1/3 with two, and the 2-D toy's bar (b) uses, for the chosen recipe sampled with (a)'s
+    knob. Margins compare whole episodes: exactly 2 points is not more than 2.
 
     python benchmarks/table37_choose.py [RESULTS] --dev-set "TASK ..."            the choice and the targets
     python benchmarks/table37_choose.py [RESULTS] --dev-set "TASK ..." --knob     (a) as `mp1 eval`'s result
@@ -150,27 +150,34 @@ def sampling_steps(knob: str) -> int:
     return int(knob.removeprefix("steps=")) if knob.startswith("steps=") else 1
 
 
-def toy_verdict(settings: list[str], knob: str, toy_results: Path) -> bool:
-    """Whether the 2-D toy keeps every mode with this variant, sampled as (a) chose (its line in
-    the toy's results: on-mode share, mean over the toy's seeds, and each seed's modes)."""
-    if knob.startswith("noise_scale="):
-        raise Undecided(f"the toy's levers were sampled at noise 1, not with {knob}: measure them so first")
+def toy_name(settings: list[str]) -> str:
+    """How benchmarks/toy_levers.py --training names a variant of mp1-tuned's objective."""
+    return ", ".join(key.split(".")[-1] + "=" + value for key, value in (s.split("=", 1) for s in settings)) or RECIPE
+
+
+def toy_result(settings: list[str], knob: str, toy_results: Path) -> tuple[float, list[int]]:
+    """The 2-D toy with this variant, sampled as (a) chose: its line in the toy's results (on-mode
+    share, mean over the toy's seeds, and each seed's modes covered)."""
     steps = sampling_steps(knob)
-    name = ", ".join(key.split(".")[-1] + "=" + value for key, value in (s.split("=", 1) for s in settings))
-    pattern = re.compile(rf"^{re.escape(name)}, {steps} steps?\s+([\d.]+)%\s+(.*)$")
+    noise = f", noise {float(knob.removeprefix('noise_scale=')):g}" if knob.startswith("noise_scale=") else ""
+    name = toy_name(settings)
+    pattern = re.compile(rf"^{re.escape(name)}, {steps} steps?{re.escape(noise)}\s+([\d.]+)%\s+(.*)$")
     for line in toy_results.read_text().splitlines():
         found = pattern.match(line)
         if found:
-            modes = [int(m) for m in re.findall(rf"(\d+)/{TOY_MODES}", found.group(2))]
-            return float(found.group(1)) >= TOY_ON_MODE and bool(modes) and all(m == TOY_MODES for m in modes)
-    raise Undecided(f"no toy result for {name} at {steps} step(s) in {toy_results.name}: "
+            return float(found.group(1)), [int(m) for m in re.findall(rf"(\d+)/{TOY_MODES}", found.group(2))]
+    raise Undecided(f"no toy result for {name} at {steps} step(s){noise} in {toy_results.name}: "
                     f"measure it (benchmarks/toy_levers.py --training --only {name}, a lever named there)")
+
+
+def toy_passes(on_mode: float, modes: list[int]) -> bool:
+    """The issue's bar: every mode covered in every seed, at least 85% of samples on a mode."""
+    return on_mode >= TOY_ON_MODE and bool(modes) and all(m == TOY_MODES for m in modes)
 
 
 def choose_recipes(rows: list[dict], dev: list[str], knob: str,
                    toy_results: Path = TOY_RESULTS) -> tuple[dict[str, list[str]], list[str]]:
     """Rule (b): per policy whose recipe changes, its new training settings; and the table."""
-    steps = sampling_steps(knob)
     lines = ["## (b) Training levers", "", "| variant | sampled with | development set | recipe it changes | lead |",
              "| --- | --- | --- | --- | --- |"]
     changed, notes = {}, [""]
@@ -188,19 +195,20 @@ def choose_recipes(rows: list[dict], dev: list[str], knob: str,
         for recipe, lead in leads.items():
             for variant in sorted((v for v in lead if above(lead[v], MARGIN)), key=lead.get, reverse=True):
                 settings = settings_of(rows, variant)
-                if recipe == BASELINE or toy_verdict(settings, knob, toy_results):
+                if recipe == BASELINE or toy_passes(*toy_result(settings, knob, toy_results)):
                     changed[recipe] = settings
                     break
                 notes.append(f"{variant} leads but fails the toy ({TOY_MODES} of 8 modes, >= {TOY_ON_MODE:.0f}% on a mode).")
     except Undecided as missing:
         missing.lines = (*lines, *notes)
         raise
-    toy = f" (the toy at {steps} step{'s' * (steps > 1)}: {TOY_MODES} of 8 modes, >= {TOY_ON_MODE:.0f}% on a mode)"
+    toy = f" (the toy sampled with {knob or 'one step'}: {TOY_MODES} of 8 modes, >= {TOY_ON_MODE:.0f}% on a mode)"
     verdicts = [f"{recipe} trains with {' '.join(settings)}{toy * (recipe == RECIPE)}" for recipe, settings in changed.items()]
     return changed, lines + [*notes, f"Chosen: {'; '.join(verdicts) or 'the table recipes stand'}."]
 
 
-def check_targets(results: Path, dev: list[str], knob: str, changed: dict[str, list[str]]) -> list[str]:
+def check_targets(results: Path, dev: list[str], knob: str, changed: dict[str, list[str]],
+                  toy_results: Path = TOY_RESULTS) -> list[str]:
     """(c): the chosen recipe against DP3 on the held-out tasks, seed 0, and the issue's targets."""
     folders = {name: results / name for name in TABLE_FOLDERS if name != "table37-seed1"}
     rows = load(folders | {f"chosen {recipe}": results / "table37-chosen" / recipe for recipe in changed})
@@ -236,6 +244,7 @@ def check_targets(results: Path, dev: list[str], knob: str, changed: dict[str, l
     latency = {variant: float(np.nanmedian([picked[task, variant]["latency_p50_ms"] for task in held_out]))
                for variant, _ in (mine, theirs)}
     share = latency[mine[0]] / latency[theirs[0]]
+    on_mode, modes = toy_result(changed.get(RECIPE, []), knob, toy_results)
     worst = min((g for g in gaps if g != "all"), key=gaps.get)
     met = {True: "**met**", False: "**not met**"}
     return lines + ["",
@@ -246,7 +255,10 @@ def check_targets(results: Path, dev: list[str], knob: str, changed: dict[str, l
         f"- `predict_action` p50, median over the held-out strict rollouts: {latency[mine[0]]:.1f} ms against DP3's "
         f"{latency[theirs[0]]:.1f} ms, 1/{1 / share:.1f} (target at {steps} step{'s' * (steps > 1)}: at most "
         f"1/{1 / LATENCY_SHARE[steps]:.0f}): {met[share <= LATENCY_SHARE[steps]]}. Rollouts share a loaded machine; "
-        "benchmarks/README.md has the quiet `mp1 bench latency` measure."]
+        "benchmarks/README.md has the quiet `mp1 bench latency` measure.",
+        f"- The 2-D toy ({toy_results.name}, {toy_name(changed.get(RECIPE, []))} sampled with {knob or 'one step'}): "
+        f"{on_mode:.1f}% of samples on a mode, modes per seed {', '.join(f'{m}/{TOY_MODES}' for m in modes)} (target: "
+        f"all {TOY_MODES}, >= {TOY_ON_MODE:.0f}%): {met[toy_passes(on_mode, modes)]}."]
 
 
 def main() -> None:

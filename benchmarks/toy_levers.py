@@ -8,8 +8,8 @@ With `--knobs`, it trains mp1-tuned's objective instead and samples the same net
 inference knob (initial noise scale, sampling steps) that issue #22 studies on Meta-World: what a
 knob costs where the data is multimodal. With `--training`, issue #22's training levers over
 mp1-tuned's objective (the share of one-step boundary pairs, the time distribution, and the
-deterministic regression head, the learning rate), each sampled with 1 and 2 steps; `--only NAME,...`
-trains some of them.
+deterministic regression head, the learning rate), each sampled with 1 step, 1 step at noise 0.5
+and 2 steps; `--only NAME,...` trains some of them.
 """
 
 from __future__ import annotations
@@ -86,8 +86,9 @@ def knobs(seeds: list[int], steps: int, lr: float) -> None:
 
 
 def training_levers(seeds: list[int], steps: int, lr: float, only: list[str]) -> None:
-    """Each training lever (or those in `only`), trained once per seed, sampled with 1 and 2 steps
-    (the regression head makes one deterministic evaluation: its 2-step row would repeat the first)."""
+    """Each training lever (or those in `only`), trained once per seed, sampled as each candidate
+    of issue #22's inference knob would sample it: 1 step, 1 step at noise 0.5, 2 steps (the
+    regression head makes one deterministic evaluation: its other rows would repeat the first)."""
     recipe = MP1TunedConfig()
     for name, settings in TRAINING_LEVERS.items():
         if only and name not in only:
@@ -97,13 +98,15 @@ def training_levers(seeds: list[int], steps: int, lr: float, only: list[str]) ->
         lr_here = lr if settings is None else lr * settings.pop("train_lr", recipe.train_lr) / recipe.train_lr
         objective = Regression() if settings is None else dataclasses.replace(recipe.objective, **settings)
         trained = [train_toy(objective, steps=steps, lr=lr_here, seed=seed) for seed in seeds]
-        for sample_steps in (1,) if settings is None else (1, 2):
+        samplings = [(1, 1.0)] if settings is None else [(1, 1.0), (1, 0.5), (2, 1.0)]
+        for sample_steps, noise_scale in samplings:
             results = []
             for net, mixture in trained:
-                fraction, points, labels = evaluate_toy(objective, net, mixture, steps=sample_steps)
+                fraction, points, labels = evaluate_toy(objective, net, mixture, steps=sample_steps, noise_scale=noise_scale)
                 results.append((100 * fraction, mixture.modes_covered(points, labels)))
-            print(row(f"{name}, {sample_steps} step{'s' * (sample_steps > 1)}", results,
-                      time.perf_counter() - started if sample_steps == 1 else None), flush=True)
+            label = f"{name}, {sample_steps} step{'s' * (sample_steps > 1)}" + (f", noise {noise_scale:g}" if noise_scale != 1 else "")
+            seconds = time.perf_counter() - started if noise_scale == 1 and sample_steps == 1 else None  # training's time
+            print(row(label, results, seconds), flush=True)
 
 
 def main() -> None:

@@ -435,9 +435,14 @@ def test_the_choice_follows_the_written_rule(tmp_path):
     assert "| dp3[train_lr=0.0003] | as trained | 83.0 | 80.0 | +3.0 |" in lines
     assert "| regression (diagnostic) | as trained | 30.0 | – | – |" in lines
     assert sum("fails the toy" in line for line in lines) == 2
-    toy.write_text("time_distribution=uniform, 1 step   86.4%  86.3% 8/8\n")
+    toy.write_text("time_distribution=uniform, 1 step   86.4%  86.3% 8/8\n"
+                   "boundary_fraction=0.5, 1 step, noise 0.5   90.0%  90.0% 8/8\n")
     with pytest.raises(choose.Undecided, match="no toy result for boundary_fraction=0.5 at 2 step"):
         choose.choose_recipes(rows, dev, "steps=2", toy)
+    # Sampled at noise 0.5, a variant is judged by its noise-0.5 line, not by the plain one step's.
+    assert choose.toy_result(["model.objective.boundary_fraction=0.5"], "noise_scale=0.5", toy) == (90.0, [8])
+    with pytest.raises(choose.Undecided, match="no toy result for time_distribution=uniform at 1 step.s., noise 0.5"):
+        choose.toy_result(["model.objective.time_distribution=uniform"], "noise_scale=0.5", toy)
     # The repository's toy results pass boundary_fraction=0.5 at 2 steps (95.6%, 8 of 8 modes).
     assert run("--recipes").stdout.splitlines() == ["mp1-tuned model.objective.boundary_fraction=0.5",
                                                     "dp3 model.train_lr=0.0003"]
@@ -459,6 +464,8 @@ def test_the_choice_follows_the_written_rule(tmp_path):
     assert "+7.5 points over DP3 (target >= +3): **met**" in targets
     assert "Worst group: hard, -5.0 points (target: none more than 5 behind): **met**" in targets  # 5 exactly: met
     assert "9.0 ms against DP3's 60.0 ms, 1/6.7 (target at 2 steps: at most 1/3): **met**" in targets
+    assert ("boundary_fraction=0.5 sampled with steps=2): 95.6% of samples on a mode, modes per seed 8/8, 8/8, 8/8 "
+            "(target: all 8, >= 85%): **met**") in targets
 
 
 def flatten_values(tree: dict):
