@@ -39,10 +39,10 @@ from pathlib import Path
 import numpy as np
 
 from mp1.envs import make_env
-from mp1.evaluate import DP3_EPISODE_STEPS, knob_settings, knob_suffix
+from mp1.evaluate import DP3_EPISODE_STEPS
 from mp1.policies import Policy
 from mp1.policies.policy import read_policy_file
-from mp1.report import collect_runs, strict_gaps
+from mp1.report import collect_runs, knob_settings, knob_suffix, strict_gaps
 from mp1.runtime import PolicyRunner
 
 FIRST_SEED = 1000

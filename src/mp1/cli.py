@@ -192,7 +192,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from mp1.evaluate import evaluate, knob_settings, knob_suffix
+    from mp1.evaluate import evaluate
+    from mp1.report import knob_settings, knob_suffix
     from mp1.policies.policy import read_policy_file
 
     if args.jobs < 1 or args.episodes < 1:

@@ -204,17 +204,6 @@ def dp3_protocol(periodic_success_rates: list[float], top: int = DP3_TOP_EVALUAT
     return float(np.mean(sorted(periodic_success_rates, reverse=True)[:top]))
 
 
-def knob_settings(sampling: dict[str, Any]) -> list[str]:
-    """The inference knobs set in `sampling` (None keeps the policy's own) as `key=value` words."""
-    return [f"{key}={value}" for key, value in sampling.items() if value is not None]
-
-
-def knob_suffix(sampling: dict[str, Any]) -> str:
-    """How a result file names its knobs (`_noise_scale0.5_steps2`): `mp1 eval`'s, and the loss
-    analyses' beside them."""
-    return "".join(f"_{setting.replace('=', '')}" for setting in knob_settings(sampling))
-
-
 def dp3_protocol_label(evaluations: int, top: int = DP3_TOP_EVALUATIONS) -> str:
     """What `dp3_protocol` averaged, e.g. "mean of the 5 best of 15 periodic evaluations"."""
     if evaluations <= top:

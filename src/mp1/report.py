@@ -141,6 +141,17 @@ def collect_runs(root: str | Path) -> list[dict]:
     return rows
 
 
+def knob_settings(sampling: dict[str, Any]) -> list[str]:
+    """The inference knobs set in `sampling` (None keeps the policy's own) as `key=value` words."""
+    return [f"{key}={value}" for key, value in sampling.items() if value is not None]
+
+
+def knob_suffix(sampling: dict[str, Any]) -> str:
+    """How a result file names its knobs (`_noise_scale0.5_steps2`): `mp1 eval`'s, and the loss
+    analyses' beside them."""
+    return "".join(f"_{setting.replace('=', '')}" for setting in knob_settings(sampling))
+
+
 def knob_rows(run: Path, strict: dict) -> list[tuple[list[str], dict]]:
     """The run's re-evaluations with inference knobs (`mp1 eval RUN --noise-scale S --steps K`,
     saved in its `eval/`) on the strict evaluation's own episodes (same first seed and count), so
@@ -149,7 +160,7 @@ def knob_rows(run: Path, strict: dict) -> list[tuple[list[str], dict]]:
     found = []
     for path in sorted((run / "eval").glob("eval_seed*.json")):
         result = json.loads(path.read_text())
-        knobs = [f"{key}={value}" for key, value in (result.get("sampling") or {}).items() if value is not None]
+        knobs = knob_settings(result.get("sampling") or {})
         if knobs and (result["seed"], result["episodes"]) == (strict.get("seed"), strict.get("episodes")):
             found.append((knobs, {
                 "strict": number(result["success_rate"]), "dp3": float("nan"), "latency_p50_ms": number(result["latency_p50_ms"]),
