@@ -193,8 +193,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from mp1.evaluate import evaluate
-    from mp1.report import knob_settings, knob_suffix
     from mp1.policies.policy import read_policy_file
+    from mp1.report import knob_settings, knob_suffix
 
     if args.jobs < 1 or args.episodes < 1:
         raise ValueError(f"--jobs and --episodes must be at least 1, got {args.jobs} and {args.episodes}")
