@@ -52,7 +52,8 @@ SEEDS = (0, 1)
 RECIPE, BASELINE = "mp1-tuned", "dp3"
 KNOBS = ("noise_scale=0.5", "steps=2")
 TABLE_FOLDERS = ("table37", "table37-seed1", "table37-rerun")
-# table37_levers.sh's variants, each lever in table37-lever-LEVER/, as `mp1 report` names them
+# table37_levers.sh's variants, each lever in table37-lever-LEVER/, as `mp1 report` names them (a test
+# checks that the two agree)
 LEVERS = {
     "boundary": ("mp1-tuned[objective.boundary_fraction=0.25]", "mp1-tuned[objective.boundary_fraction=0.5]"),
     "time": ("mp1-tuned[objective.time_distribution=uniform]",),

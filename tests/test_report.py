@@ -468,6 +468,34 @@ def test_the_choice_follows_the_written_rule(tmp_path):
             "(target: all 8, >= 85%): **met**") in targets
 
 
+def test_the_choice_knows_every_lever_the_levers_script_trains():
+    """table37_choose.LEVERS names table37_levers.sh's variants as `mp1 report` labels them: a lever
+    added to the script and not to the rule (or the other way) would be compared wrongly or never."""
+    import re
+    from pathlib import Path
+
+    from mp1.report import variant_name
+
+    def value(text: str):
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+    choose, _ = load_choose()
+    script = (Path(__file__).resolve().parents[1] / "benchmarks" / "table37_levers.sh").read_text()
+    trained = {}
+    for lever, variants in re.findall(r"^\s+(\w+)\)\s+variants=\((.*)\) ;;$", script, re.MULTILINE):
+        labels = []
+        for variant in re.findall(r'"[\w-]+\|([^"]*)"', variants):
+            settings = dict(word.split("=", 1) for word in variant.split())
+            swept = [(key.removeprefix("model."), values.split(",")) for key, values in settings.items() if key != "policy"]
+            for key, values in swept or [(None, [None])]:
+                labels += [variant_name(settings["policy"], {} if key is None else {key: value(v)}) for v in values]
+        trained[lever] = tuple(labels)
+    assert trained == choose.LEVERS
+
+
 def flatten_values(tree: dict):
     """The leaf values of nested settings."""
     for value in tree.values():
