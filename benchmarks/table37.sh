@@ -21,7 +21,11 @@ cd "$ROOT"
 export DIR=${DIR:-benchmarks/results/table37}
 # TASKS unset: all 37; set but empty (e.g. no task owed a second seed): nothing to do.
 TASKS=${TASKS-$(python -c "from mp1.envs import task_sets; print(' '.join(task_sets()['all37']))")}
-POLICIES=${POLICIES:-mp1-tuned,dp3}
+POLICIES=${POLICIES-mp1-tuned,dp3}
+if [ -z "$POLICIES" ]; then  # set but empty is a caller's mistake, not "both"
+    echo "POLICIES is empty: name the policies to train (default: mp1-tuned,dp3)" >&2
+    exit 2
+fi
 JOBS=${JOBS:-2}
 # As many tasks per sweep as keep JOBS runs busy: one task of two policies, or two of one.
 IFS=, read -r -a policies <<< "$POLICIES"

@@ -292,7 +292,8 @@ def main() -> None:
         print(f"undecided: {missing}", file=sys.stderr)
         sys.exit(UNDECIDED)
     if args.recipes:
-        print("\n".join(f"{recipe} {' '.join(settings)}" for recipe, settings in recipes.items()))
+        for recipe, settings in recipes.items():  # none changed: no line at all (step 5 then trains nothing)
+            print(recipe, *settings)
     else:
         print("\n".join(lines))
 

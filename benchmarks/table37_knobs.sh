@@ -8,7 +8,7 @@
 # evaluations' JSON files are kept, so run this in the session that trained the runs. Finished
 # evaluations are skipped; a run whose knobs are missing and whose policy file has gone is named.
 #   bash benchmarks/table37_knobs.sh            (DIR, JOBS override the defaults; ONLY="steps2 ...",
-#                                                 some knobs only, by their result suffix)
+#                                                 some knobs only, by their result suffix; ONLY=none, none)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/setup.sh"
 cd "$ROOT"

@@ -36,12 +36,18 @@ case "$lever" in
     *) echo "unknown lever $lever" >&2; exit 2 ;;
 esac
 DIR=${DIR:-benchmarks/results/table37-lever-$lever}
-for task in "${dev_tasks[@]}"; do
+failed=()
+for task in "${dev_tasks[@]}"; do  # a variant that fails is reported at the end; the others still run
     for variant in "${variants[@]}"; do
         # shellcheck disable=SC2086  # the settings are several key=value words
-        mp1 sweep task="$task" seed=0,1 "${PROTOCOL[@]}" ${variant#*|} "$@" --dir "$DIR/${variant%%|*}" --jobs "${JOBS:-2}"
+        mp1 sweep task="$task" seed=0,1 "${PROTOCOL[@]}" ${variant#*|} "$@" --dir "$DIR/${variant%%|*}" --jobs "${JOBS:-2}" \
+            || failed+=("$task ${variant%%|*}")
         if [ -n "${KNOB:-}" ]; then
-            DIR="$DIR/${variant%%|*}" ONLY="$KNOB" bash "$ROOT/benchmarks/table37_knobs.sh"
+            DIR="$DIR/${variant%%|*}" ONLY="$KNOB" bash "$ROOT/benchmarks/table37_knobs.sh" || failed+=("$task ${variant%%|*} (knobs)")
         fi
     done
 done
+if [ ${#failed[@]} -gt 0 ]; then
+    printf 'failed: %s\n' "${failed[@]}" >&2
+    exit 1
+fi

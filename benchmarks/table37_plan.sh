@@ -65,13 +65,20 @@ EOF
            if [ -n "$knobless" ]; then
                DIR=$RESULTS/table37-rerun POLICIES=mp1-tuned TASKS="$knobless" bash benchmarks/table37.sh "$@"
            fi ;;
-        5) # (an undecided choice prints no recipe: the choice below then names what is missing)
+        5) # An undecided choice prints no recipe (the choice below then names what is missing), nor
+           # does one that changes none: then nothing trains. The chosen runs are evaluated with (a)'s
+           # knob alone, the one (c) reads ("none" names no knob: the plain one step needs no other).
+           knob=$(python benchmarks/table37_choose.py "$RESULTS" --dev-set "$DEV" --knob) || knob=none
+           changed=0
            while read -r policy settings; do
+               [ -n "$policy" ] || continue
+               changed=1
                # shellcheck disable=SC2086  # the settings are several key=value words
-               DIR=$RESULTS/table37-chosen/$policy POLICIES=$policy bash benchmarks/table37.sh $settings "$@" < /dev/null
+               DIR=$RESULTS/table37-chosen/$policy POLICIES=$policy ONLY=${knob:-none} \
+                   bash benchmarks/table37.sh $settings "$@" < /dev/null
            done < <(python benchmarks/table37_choose.py "$RESULTS" --dev-set "$DEV" --recipes)
            # the chosen recipes beside the table's, the headline outside the development set
-           if [ -d "$RESULTS/table37-chosen" ]; then
+           if [ "$changed" = 1 ]; then
                mp1 report "$RESULTS"/table37{,-rerun,-chosen} --out "$RESULTS/table37-chosen" --dev-set "${DEV// /,}"
            fi
            # the choice and the issue's targets, held out, for the recipe chosen

@@ -239,6 +239,29 @@ def test_report_of_runs_without_evaluations(tmp_path):
     assert (tmp_path / "summary.png").exists()
 
 
+def test_json_files_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A resume trusts a final.json or an evaluation's JSON because it exists: a write stopped half
+    way leaves the previous file as it was and no temporary file beside it."""
+    from pathlib import Path
+
+    from mp1 import jsonio
+
+    path = tmp_path / "run" / "final.json"
+    jsonio.write(path, {"success": float("nan")})
+    assert path.read_text() == '{"success": null}'
+
+    def write_half_then_die(self, text, *args, **kwargs):
+        with open(self, "w") as f:
+            f.write(text[: len(text) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", write_half_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        jsonio.write(path, {"success": 1.0})
+    assert path.read_text() == '{"success": null}'
+    assert [p.name for p in path.parent.iterdir()] == ["final.json"]
+
+
 def test_committed_results_carry_no_absolute_paths():
     """Run folders and reports in benchmarks/results must read the same on any machine."""
     from pathlib import Path
@@ -466,6 +489,29 @@ def test_the_choice_follows_the_written_rule(tmp_path):
     assert "9.0 ms against DP3's 60.0 ms, 1/6.7 (target at 2 steps: at most 1/3): **met**" in targets
     assert ("boundary_fraction=0.5 sampled with steps=2): 95.6% of samples on a mode, modes per seed 8/8, 8/8, 8/8 "
             "(target: all 8, >= 85%): **met**") in targets
+
+
+def test_a_choice_that_changes_no_recipe_prints_no_recipe(tmp_path):
+    """`--recipes` prints nothing when no knob and no lever leads (plan step 5 then trains
+    nothing; an empty line once made it retrain both methods on all 37 tasks)."""
+    import subprocess
+    import sys
+
+    _, script = load_choose()
+    task = "metaworld/button-press"
+    for seed, folder in ((0, "table37"), (1, "table37-seed1")):
+        table37_run(tmp_path, folder, task, "mp1-tuned", seed, 1.0, knobs={("steps", 2): 1.0, ("noise_scale", 0.5): 1.0})
+        table37_run(tmp_path, folder, task, "dp3", seed, 1.0)
+        for lever, policy, model in (("boundary", "mp1-tuned", {"objective": {"boundary_fraction": 0.25}}),
+                                     ("boundary", "mp1-tuned", {"objective": {"boundary_fraction": 0.5}}),
+                                     ("time", "mp1-tuned", {"objective": {"time_distribution": "uniform"}}),
+                                     ("lr", "mp1-tuned", {"train_lr": 0.0001}), ("lr", "dp3", {"train_lr": 0.0003}),
+                                     ("regression", "regression", None)):
+            table37_run(tmp_path, f"table37-lever-{lever}", task, policy, seed, 1.0, model=model,
+                        name=f"{policy}-{next(iter(flatten_values(model or {'': ''})))}-seed{seed}")
+    done = subprocess.run([sys.executable, str(script), str(tmp_path), "--dev-set", task, "--recipes"],
+                          capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (0, "")
 
 
 def test_the_choice_knows_every_lever_the_levers_script_trains():

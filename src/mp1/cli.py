@@ -246,8 +246,7 @@ def validate_run(run: Path, policy_path: Path, sampling: dict, out: Path) -> Non
     dataset = PointCloudDataset(config.data_path, c.horizon, c.n_obs_steps, c.n_action_steps, split="val",
                                 val_episodes=config.val_episodes, seed=config.demo_seed)
     result = validation_error(policy, dataset, seed=config.seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(jsonio.dumps({**result, "policy_file": str(policy_path), "sampling": sampling}, indent=1))
+    jsonio.write(out, {**result, "policy_file": str(policy_path), "sampling": sampling}, indent=1)
     print(f"validation on {result['val_episodes']} held-out episodes of {config.data_path}: normalised action MSE "
           f"{result['val_mse']:.4f} (per dimension: {', '.join(f'{v:.4f}' for v in result['val_mse_per_dim'])})")
     print(f"results: {out}")

@@ -64,8 +64,7 @@ class EvalResult:
             {"episode": i, "env_seed": self.seed + i, "success": s, "length": n}
             for i, (s, n) in enumerate(zip(self.successes, self.episode_lengths))
         ]
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(jsonio.dumps({**self.summary(), **self.extra, "per_episode": per_episode}, indent=1))
+        jsonio.write(path, {**self.summary(), **self.extra, "per_episode": per_episode}, indent=1)
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:

@@ -441,7 +441,7 @@ class Trainer:
             result.save(self.run / "eval" / "final_episodes.json")
             summary["strict_protocol"] = record
             summary["strict_protocol_success"] = record["success_rate"]
-        (self.run / "final.json").write_text(jsonio.dumps(summary, indent=1))
+        jsonio.write(self.run / "final.json", summary, indent=1)
         write_run_report(self.run)
         return summary
 
