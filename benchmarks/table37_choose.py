@@ -29,6 +29,7 @@ table37-lever-*/ under RESULTS).
         suffix (steps2), nothing for the plain one step
     python benchmarks/table37_choose.py [RESULTS] --dev-set "TASK ..." --recipes  (b): a line per recipe that
         changes, its policy and training settings (key=value); nothing when the table's recipes stand
+    python benchmarks/table37_choose.py [RESULTS] --dev-set "TASK ..." --progress  the lever runs (b) has so far
 
 Exit status 3 while the rule cannot decide (a method it compares lacks a seed on a development
 task, or a variant that leads has no toy result) or, without --knob and --recipes, while a
@@ -132,6 +133,23 @@ def choose_knob(rows: list[dict], dev: list[str]) -> tuple[str, list[str]]:
     lines += [f"| {knob or 'one step, noise 1'} | {100 * s:.1f} | {100 * (s - scores['']):+.1f} |" for knob, s in scores.items()]
     verdict = f"**{chosen}** becomes the policy file's default" if chosen else "the plain one step stays"
     return chosen, lines + ["", f"Chosen: {verdict} (a knob needs a lead of more than {100 * MARGIN:.0f} points)."]
+
+
+def progress(rows: list[dict], dev: list[str]) -> list[str]:
+    """What (b) has of its inputs so far: per lever variant, the development runs (task and seed)
+    with a strict result, as trained and, for mp1-tuned's variants, sampled with (a)'s knob."""
+    try:
+        knob = choose_knob(rows, dev)[0]
+    except Undecided:
+        knob = ""  # (a) waits too: the runs as trained are what there is to count
+    lines = ["| lever variant | sampled with | development runs with a result |", "| --- | --- | --- |"]
+    for variants in LEVERS.values():
+        for variant in variants:
+            for sampling in ("", knob) if knob and variant.startswith(RECIPE) else ("",):
+                have = {(r["task"], r["seed"]) for r in rows if (r["variant"], r["sampling"]) == (variant, sampling)
+                        and r["task"] in dev and r["seed"] in SEEDS and not np.isnan(r["strict"])}
+                lines.append(f"| {variant} | {sampling or 'as trained'} | {len(have)} of {len(dev) * len(SEEDS)} |")
+    return lines
 
 
 def settings_of(rows: list[dict], variant: str) -> list[str]:
@@ -269,11 +287,15 @@ def main() -> None:
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--knob", action="store_true", help="print rule (a)'s knob only")
     output.add_argument("--recipes", action="store_true", help="print rule (b)'s changed recipes only")
+    output.add_argument("--progress", action="store_true", help="count the lever runs (b) has so far")
     args = parser.parse_args()
     dev = args.dev_set.replace(",", " ").split()
     rows = load(choice_folders(args.results))
     if not rows:
         parser.error(f"no finished runs of the plan's folders under {args.results}")
+    if args.progress:
+        print("\n".join(progress(rows, dev)))
+        return
     lines = [f"# Issue #22's choice, by the rule of 2026-12-03 ({len(dev)} development "
              f"task{'s' * (len(dev) != 1)}, seeds 0 and 1)", ""]
     try:

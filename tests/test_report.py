@@ -444,6 +444,9 @@ def test_the_choice_follows_the_written_rule(tmp_path):
                 table37_run(tmp_path, "table37-lever-regression", task, "regression", seed, 0.3)
     missing = run()
     assert missing.returncode == 3 and "regression: no strict result of seed 1 on metaworld/button-press" in missing.stderr
+    counted = run("--progress").stdout
+    assert "| regression | as trained | 3 of 4 |" in counted
+    assert "| mp1-tuned[objective.time_distribution=uniform] | steps=2 | 4 of 4 |" in counted
     assert "| mp1-tuned[objective.boundary_fraction=0.5] | steps=2 | 83.5 | 78.5 | +5.0 |" in missing.stdout  # the tables so far
     table37_run(tmp_path, "table37-lever-regression", dev[1], "regression", 1, 0.3)
     # The toy: boundary_fraction=0.5 keeps too few samples on a mode, uniform times lose a mode in one
