@@ -66,6 +66,8 @@ TOY_MODES, TOY_ON_MODE = 8, 85.0
 TARGET_LEAD, TARGET_GROUP_GAP = 0.03, 0.05  # (c): mean over held-out tasks, each difficulty group
 LATENCY_SHARE = {1: 1 / 5, 2: 1 / 3}  # (c): at most this share of DP3's latency, by sampling steps
 UNDECIDED = 3
+SEED_ERROR_NOTE = ("+- (seeds): the lead's standard error from how much seeds 0 and 1 disagree about it, task by "
+                   "task (the noise of training runs); for the reader, the rule decides by its margin alone.")
 
 
 class Undecided(Exception):
@@ -105,10 +107,10 @@ def load(folders: dict[str, Path]) -> list[dict]:
     return [row for run in counted.values() for row in by_run[run]]
 
 
-def score(rows: list[dict], variant: str, sampling: str, dev: list[str]) -> float:
-    """Strict success over the development tasks, per task the mean of its seeds."""
+def strict_results(rows: list[dict], variant: str, sampling: str, dev: list[str]) -> np.ndarray:
+    """Strict success per development task (rows) and seed (columns, SEEDS)."""
     named = f"{variant} sampled with {sampling}" if sampling else variant
-    per_task = []
+    table = []
     for task in dev:
         by_seed: dict[int, list[float]] = {}
         for r in rows:
@@ -120,19 +122,31 @@ def score(rows: list[dict], variant: str, sampling: str, dev: list[str]) -> floa
         if any(len(by_seed[seed]) > 1 for seed in SEEDS):
             raise Undecided(f"{named}: two runs of one seed on {task} that are not repeats (another step count, "
                             "demo count or episode count): say which counts")
-        per_task.append(np.mean([by_seed[seed][0] for seed in SEEDS]))
-    return float(np.mean(per_task))
+        table.append([by_seed[seed][0] for seed in SEEDS])
+    return np.array(table)
+
+
+def seed_error(results: np.ndarray, base: np.ndarray) -> float:
+    """The standard error of a lead (results' score - base's) estimated from how much the two
+    seeds disagree about it, task by task: the training runs' noise, which 50 episodes of one run
+    do not show (for information: the rule decides by its margin alone)."""
+    lead = results - base
+    return float(np.sqrt(np.sum((lead[:, 0] - lead[:, 1]) ** 2)) / (2 * len(lead)))
 
 
 def choose_knob(rows: list[dict], dev: list[str]) -> tuple[str, list[str]]:
     """Rule (a): the knob that becomes the default ("" for the plain one step), and its table."""
-    scores = {knob: score(rows, RECIPE, knob, dev) for knob in ("", *KNOBS)}
+    results = {knob: strict_results(rows, RECIPE, knob, dev) for knob in ("", *KNOBS)}
+    scores = {knob: float(r.mean()) for knob, r in results.items()}
     best = max(KNOBS, key=scores.get)
     chosen = best if above(scores[best] - scores[""], MARGIN) else ""
-    lines = ["## (a) Inference knobs", "", f"| {RECIPE} sampled with | development set | lead over one step |", "| --- | --- | --- |"]
-    lines += [f"| {knob or 'one step, noise 1'} | {100 * s:.1f} | {100 * (s - scores['']):+.1f} |" for knob, s in scores.items()]
+    lines = ["## (a) Inference knobs", "", f"| {RECIPE} sampled with | development set | lead over one step | +- (seeds) |",
+             "| --- | --- | --- | --- |"]
+    lines += [f"| {knob or 'one step, noise 1'} | {100 * scores[knob]:.1f} | {100 * (scores[knob] - scores['']):+.2f} | "
+              f"{100 * seed_error(r, results['']):.2f} |" for knob, r in results.items()]
     verdict = f"**{chosen}** becomes the policy file's default" if chosen else "the plain one step stays"
-    return chosen, lines + ["", f"Chosen: {verdict} (a knob needs a lead of more than {100 * MARGIN:.0f} points)."]
+    return chosen, lines + ["", SEED_ERROR_NOTE, "", f"Chosen: {verdict} (a knob needs a lead of more than "
+                                                     f"{100 * MARGIN:.0f} points)."]
 
 
 def progress(rows: list[dict], dev: list[str]) -> list[str]:
@@ -197,19 +211,21 @@ def toy_passes(on_mode: float, modes: list[int]) -> bool:
 def choose_recipes(rows: list[dict], dev: list[str], knob: str,
                    toy_results: Path = TOY_RESULTS) -> tuple[dict[str, list[str]], list[str]]:
     """Rule (b): per policy whose recipe changes, its new training settings; and the table."""
-    lines = ["## (b) Training levers", "", "| variant | sampled with | development set | recipe it changes | lead |",
-             "| --- | --- | --- | --- | --- |"]
-    changed, notes = {}, [""]
+    lines = ["## (b) Training levers", "", "| variant | sampled with | development set | recipe it changes | lead | +- (seeds) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    changed, notes = {}, ["", SEED_ERROR_NOTE]
     try:
         leads = {}
         for recipe in (RECIPE, BASELINE):
             sampling = knob if recipe == RECIPE else ""
-            base = score(rows, recipe, sampling, dev)
-            leads[recipe] = {variant: score(rows, variant, sampling, dev) - base for variants in LEVERS.values()
-                             for variant in variants if variant.split("[")[0] == recipe}
-            lines += [f"| {variant} | {sampling or 'as trained'} | {100 * (base + lead):.1f} | {100 * base:.1f} | "
-                      f"{100 * lead:+.1f} |" for variant, lead in leads[recipe].items()]
-        lines += [f"| {variant} (diagnostic) | as trained | {100 * score(rows, variant, '', dev):.1f} | – | – |"
+            base = strict_results(rows, recipe, sampling, dev)
+            variants = {variant: strict_results(rows, variant, sampling, dev) for lever in LEVERS.values()
+                        for variant in lever if variant.split("[")[0] == recipe}
+            leads[recipe] = {variant: float(results.mean() - base.mean()) for variant, results in variants.items()}
+            lines += [f"| {variant} | {sampling or 'as trained'} | {100 * results.mean():.1f} | {100 * base.mean():.1f} | "
+                      f"{100 * leads[recipe][variant]:+.2f} | {100 * seed_error(results, base):.2f} |"
+                      for variant, results in variants.items()]
+        lines += [f"| {variant} (diagnostic) | as trained | {100 * strict_results(rows, variant, '', dev).mean():.1f} | – | – | – |"
                   for variant in LEVERS["regression"]]
         for recipe, lead in leads.items():
             for variant in sorted((v for v in lead if above(lead[v], MARGIN)), key=lead.get, reverse=True):
