@@ -54,7 +54,7 @@ def main() -> None:
     for recipe in (choose.RECIPE, choose.BASELINE):
         results = choose.strict_results(rows, recipe, "", dev)
         deviation = np.sqrt(np.mean((results[:, 0] - results[:, 1]) ** 2 / 2))
-        score_error = deviation / np.sqrt(results.size)
+        score_error = choose.seed_error(results, np.zeros_like(results))  # the score's own, a lead over nothing
         print(f"  {recipe:<16} per-task standard deviation {100 * deviation:.1f} points; standard error of its "
               f"{results.size}-run score {100 * score_error:.1f}, of a lead between two such scores "
               f"{100 * score_error * np.sqrt(2):.1f}")
