@@ -67,7 +67,8 @@ TARGET_LEAD, TARGET_GROUP_GAP = 0.03, 0.05  # (c): mean over held-out tasks, eac
 LATENCY_SHARE = {1: 1 / 5, 2: 1 / 3}  # (c): at most this share of DP3's latency, by sampling steps
 UNDECIDED = 3
 SEED_ERROR_NOTE = ("+- (seeds): the lead's standard error from how much seeds 0 and 1 disagree about it, task by "
-                   "task (the noise of training runs); for the reader, the rule decides by its margin alone.")
+                   "task (the noise of training runs; a rough estimate from few pairs); for the reader, the rule "
+                   "decides by its margin alone.")
 
 
 class Undecided(Exception):
@@ -126,11 +127,11 @@ def strict_results(rows: list[dict], variant: str, sampling: str, dev: list[str]
     return np.array(table)
 
 
-def seed_error(results: np.ndarray, base: np.ndarray) -> float:
-    """The standard error of a lead (results' score - base's) estimated from how much the two
-    seeds disagree about it, task by task: the training runs' noise, which 50 episodes of one run
-    do not show (for information: the rule decides by its margin alone)."""
-    lead = results - base
+def seed_error(lead: np.ndarray) -> float:
+    """The standard error of a development score (per task, the mean of seeds 0 and 1: `lead` holds
+    a task per row, a seed per column; a lead, one recipe's results minus another's), estimated from
+    how much the two seeds disagree, task by task: the training runs' noise, which 50 episodes of one
+    run do not show. A rough estimate from 8 pairs, for the reader: the rule decides by its margin."""
     return float(np.sqrt(np.sum((lead[:, 0] - lead[:, 1]) ** 2)) / (2 * len(lead)))
 
 
@@ -143,7 +144,7 @@ def choose_knob(rows: list[dict], dev: list[str]) -> tuple[str, list[str]]:
     lines = ["## (a) Inference knobs", "", f"| {RECIPE} sampled with | development set | lead over one step | +- (seeds) |",
              "| --- | --- | --- | --- |"]
     lines += [f"| {knob or 'one step, noise 1'} | {100 * scores[knob]:.1f} | {100 * (scores[knob] - scores['']):+.2f} | "
-              f"{100 * seed_error(r, results['']):.2f} |" for knob, r in results.items()]
+              f"{100 * seed_error(r - results['']):.2f} |" for knob, r in results.items()]
     verdict = f"**{chosen}** becomes the policy file's default" if chosen else "the plain one step stays"
     return chosen, lines + ["", SEED_ERROR_NOTE, "", f"Chosen: {verdict} (a knob needs a lead of more than "
                                                      f"{100 * MARGIN:.0f} points)."]
@@ -223,7 +224,7 @@ def choose_recipes(rows: list[dict], dev: list[str], knob: str,
                         for variant in lever if variant.split("[")[0] == recipe}
             leads[recipe] = {variant: float(results.mean() - base.mean()) for variant, results in variants.items()}
             lines += [f"| {variant} | {sampling or 'as trained'} | {100 * results.mean():.1f} | {100 * base.mean():.1f} | "
-                      f"{100 * leads[recipe][variant]:+.2f} | {100 * seed_error(results, base):.2f} |"
+                      f"{100 * leads[recipe][variant]:+.2f} | {100 * seed_error(results - base):.2f} |"
                       for variant, results in variants.items()]
         lines += [f"| {variant} (diagnostic) | as trained | {100 * strict_results(rows, variant, '', dev).mean():.1f} | – | – | – |"
                   for variant in LEVERS["regression"]]

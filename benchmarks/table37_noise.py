@@ -2,7 +2,7 @@
 (benchmarks/table37_choose.py) can tell apart.
 
 - Within a run, the episodes: each inference knob against the plain one step of the same weights on
-  the same 50 episodes, paired episode by episode (its standard error over the 800 pairs).
+  the same episodes, paired episode by episode (its standard error over the pairs).
 - Between runs, the training: how far the two seeds of each development task's run differ, as a
   per-task standard deviation, and what that makes the standard error of a 16-run score and of
   the lead of one recipe's trainings over another's (independent runs; runs of one seed that move
@@ -19,19 +19,22 @@ from pathlib import Path
 
 import numpy as np
 
-from mp1.report import knob_suffix
+from mp1.report import evaluation_file
 
 import table37_choose as choose  # beside this script, which Python puts first on the path
 
 
-def episode_successes(rows: list[dict], task: str, seed: int, knob: str) -> np.ndarray:
-    """Per-episode success of mp1-tuned's counted run of this task and seed, sampled with the knob
-    ("" for its strict evaluation) on the strict evaluation's episodes."""
+def knob_pairs(rows: list[dict], task: str, seed: int, knob: str) -> np.ndarray:
+    """Per episode of mp1-tuned's counted run of this task and seed, the knob's success minus the
+    strict evaluation's, on the same episodes (checked by their environment seeds)."""
     row = next(r for r in rows if (r["task"], r["seed"], r["variant"], r["sampling"]) == (task, seed, choose.RECIPE, ""))
     run = Path(row["run"])
     strict = json.loads((run / "final.json").read_text())["strict_protocol"]
-    name = f"eval_seed{strict['seed']}_{strict['episodes']}ep{knob_suffix(dict([knob.split('=')]))}.json" if knob else "final_episodes.json"
-    return np.array([episode["success"] for episode in json.loads((run / "eval" / name).read_text())["per_episode"]], float)
+    knobbed = evaluation_file(strict["seed"], strict["episodes"], dict([knob.split("=")]))
+    plain, sampled = (json.loads((run / "eval" / name).read_text())["per_episode"] for name in ("final_episodes.json", knobbed))
+    if [e["env_seed"] for e in plain] != [e["env_seed"] for e in sampled]:
+        raise ValueError(f"{run}: {knobbed} was not evaluated on the strict evaluation's episodes")
+    return np.array([e["success"] for e in sampled], float) - np.array([e["success"] for e in plain], float)
 
 
 def main() -> None:
@@ -43,8 +46,7 @@ def main() -> None:
     rows = choose.load(choose.choice_folders(args.results))
     print("Within runs (episodes): each knob against the same weights' one step, paired")
     for knob in choose.KNOBS:
-        pairs = [episode_successes(rows, task, seed, knob) - episode_successes(rows, task, seed, "")
-                 for task in dev for seed in choose.SEEDS]
+        pairs = [knob_pairs(rows, task, seed, knob) for task in dev for seed in choose.SEEDS]
         lead = np.mean([p.mean() for p in pairs])
         error = np.sqrt(sum(p.var(ddof=1) / len(p) for p in pairs)) / len(pairs)
         won, lost = sum(int((p > 0).sum()) for p in pairs), sum(int((p < 0).sum()) for p in pairs)
@@ -54,7 +56,7 @@ def main() -> None:
     for recipe in (choose.RECIPE, choose.BASELINE):
         results = choose.strict_results(rows, recipe, "", dev)
         deviation = np.sqrt(np.mean((results[:, 0] - results[:, 1]) ** 2 / 2))
-        score_error = choose.seed_error(results, np.zeros_like(results))  # the score's own, a lead over nothing
+        score_error = choose.seed_error(results)
         print(f"  {recipe:<16} per-task standard deviation {100 * deviation:.1f} points; standard error of its "
               f"{results.size}-run score {100 * score_error:.1f}, of a lead between two such scores "
               f"{100 * score_error * np.sqrt(2):.1f}")

@@ -44,12 +44,19 @@ for step in ${STEPS:-1 2 4 3 5}; do
         3) # the knob rule (a) chose from steps 2 and 4 (while it cannot decide, both candidates)
            knob=$(python benchmarks/table37_choose.py "$RESULTS" --dev-set "$DEV" --knob) \
                || { status=$?; [ "$status" -eq 3 ] || exit "$status"; knob="noise_scale0.5 steps2"; }
-           # task by task, so that every lever has the tasks it can move before any has an easy one
+           # task by task, so that every lever has the tasks it can move before any has an easy one;
+           # a lever that fails on a task is named at the end, the others still run
+           failed=()
            for task in $DEV; do
                for lever in boundary time regression lr; do
-                   DIR=$RESULTS/table37-lever-$lever DEV="$task" KNOB="$knob" bash benchmarks/table37_levers.sh "$lever" "$@"
+                   DIR=$RESULTS/table37-lever-$lever DEV="$task" KNOB="$knob" bash benchmarks/table37_levers.sh "$lever" "$@" \
+                       || failed+=("$lever on $task")
                done
-           done ;;
+           done
+           if [ ${#failed[@]} -gt 0 ]; then
+               printf '[plan] step 3 failed: %s\n' "${failed[@]}" >&2
+               exit 1
+           fi ;;
         4) # the table's tasks with no 2-step evaluation of mp1-tuned, neither in the table nor rerun
            knobless=$(python - "$RESULTS/table37" "$RESULTS/table37-rerun" <<'EOF'
 import sys
@@ -68,7 +75,8 @@ EOF
         5) # An undecided choice prints no recipe (the choice below then names what is missing), nor
            # does one that changes none: then nothing trains. The chosen runs are evaluated with (a)'s
            # knob alone, the one (c) reads ("none" names no knob: the plain one step needs no other).
-           knob=$(python benchmarks/table37_choose.py "$RESULTS" --dev-set "$DEV" --knob) || knob=none
+           knob=$(python benchmarks/table37_choose.py "$RESULTS" --dev-set "$DEV" --knob) \
+               || { status=$?; [ "$status" -eq 3 ] || exit "$status"; knob=none; }
            while read -r policy settings; do
                [ -n "$policy" ] || continue
                # shellcheck disable=SC2086  # the settings are several key=value words

@@ -426,7 +426,7 @@ def test_the_choice_follows_the_written_rule(tmp_path):
     assert run("--knob").stdout.strip() == "steps2"
     # the lead's seed error: seeds that agree about a lead (every lead here) give none; on one of two
     # tasks leads of 10 and 30 points give sqrt(0.2^2) / (2 tasks x 2) = 5 points
-    assert choose.seed_error(np.array([[0.6, 0.8], [1.0, 1.0]]), np.array([[0.5, 0.5], [1.0, 1.0]])) == pytest.approx(0.05)
+    assert choose.seed_error(np.array([[0.6, 0.8], [1.0, 1.0]]) - np.array([[0.5, 0.5], [1.0, 1.0]])) == pytest.approx(0.05)
     assert "| one step, noise 1 | 75.5 | +0.00 | 0.00 |\n| noise_scale=0.5 | 76.5 | +1.00 | 0.00 |\n| steps=2 | 78.5 | +3.00 | 0.00 |" in run().stdout
     undecided = run("--recipes")
     assert undecided.returncode == 3 and undecided.stdout == ""

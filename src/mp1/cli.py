@@ -194,7 +194,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from mp1.evaluate import evaluate
     from mp1.policies.policy import read_policy_file
-    from mp1.report import knob_settings, knob_suffix
+    from mp1.report import evaluation_file, knob_settings, knob_suffix
 
     if args.jobs < 1 or args.episodes < 1:
         raise ValueError(f"--jobs and --episodes must be at least 1, got {args.jobs} and {args.episodes}")
@@ -214,7 +214,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     )
     result.extra = {"policy_file": str(policy_path), "protocol": "strict: one checkpoint, fixed-seed episodes",
                     "sampling": sampling}
-    path = out_dir / f"eval_seed{args.seed}_{args.episodes}ep{knobs}.json"
+    path = out_dir / evaluation_file(args.seed, args.episodes, sampling)
     result.save(path)
     low, high = result.confidence_interval
     settings = "".join(f" {setting}" for setting in knob_settings(sampling))

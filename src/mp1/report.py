@@ -152,6 +152,11 @@ def knob_suffix(sampling: dict[str, Any]) -> str:
     return "".join(f"_{setting.replace('=', '')}" for setting in knob_settings(sampling))
 
 
+def evaluation_file(seed: int, episodes: int, sampling: dict[str, Any]) -> str:
+    """The name `mp1 eval` gives its result in a run's `eval/`: first seed, episodes and knobs."""
+    return f"eval_seed{seed}_{episodes}ep{knob_suffix(sampling)}.json"
+
+
 def knob_rows(run: Path, strict: dict) -> list[tuple[list[str], dict]]:
     """The run's re-evaluations with inference knobs (`mp1 eval RUN --noise-scale S --steps K`,
     saved in its `eval/`) on the strict evaluation's own episodes (same first seed and count), so
