@@ -241,9 +241,9 @@ def test_report_of_runs_without_evaluations(tmp_path):
 
 
 def test_json_files_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
-    """A resume trusts a final.json or an evaluation's JSON because it exists: a write stopped half
-    way leaves the previous file as it was and no temporary file beside it."""
-    from pathlib import Path
+    """A resume trusts a final.json or an evaluation's JSON because it exists: a write stopped
+    before it is on disk leaves the previous file as it was and no temporary file beside it."""
+    import os
 
     from mp1 import jsonio
 
@@ -251,12 +251,10 @@ def test_json_files_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
     jsonio.write(path, {"success": float("nan")})
     assert path.read_text() == '{"success": null}'
 
-    def write_half_then_die(self, text, *args, **kwargs):
-        with open(self, "w") as f:
-            f.write(text[: len(text) // 2])
+    def die(descriptor):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Path, "write_text", write_half_then_die)
+    monkeypatch.setattr(os, "fsync", die)  # killed once the text is written, before it is safe
     with pytest.raises(KeyboardInterrupt):
         jsonio.write(path, {"success": 1.0})
     assert path.read_text() == '{"success": null}'

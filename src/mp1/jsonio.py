@@ -31,7 +31,10 @@ def write(path: str | os.PathLike, value: Any, **kwargs: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        temporary.write_text(dumps(value, **kwargs))
+        with open(temporary, "w") as f:
+            f.write(dumps(value, **kwargs))
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
