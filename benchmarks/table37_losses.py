@@ -32,12 +32,12 @@ calls it after each task, so the analysis is made while the policy files are on 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from mp1 import jsonio
 from mp1.envs import make_env
 from mp1.evaluate import DP3_EPISODE_STEPS
 from mp1.policies import Policy
@@ -160,11 +160,7 @@ def main() -> None:
             env.close()
         result = {"task": task, "sampling": sampling, "episodes": episodes, "summary": summary(episodes),
                   "expert": experts[task]}
-        out = result_path(run, args.episodes, sampling)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        partial = out.with_suffix(".partial")  # renamed when whole: --lost-in skips what exists
-        partial.write_text(json.dumps(result, indent=1))
-        partial.replace(out)
+        jsonio.write(result_path(run, args.episodes, sampling), result, indent=1)  # whole: --lost-in skips what exists
         print(line(" ".join([str(run), *knob_settings(sampling)]), result["summary"]), flush=True)
 
 

@@ -394,6 +394,11 @@ def load_choose():
     return choose, script
 
 
+# table37_levers.sh's mp1-tuned variants, by lever, as the `model` settings their runs record
+MP1_TUNED_LEVERS = {"boundary": [{"objective": {"boundary_fraction": 0.25}}, {"objective": {"boundary_fraction": 0.5}}],
+                    "time": [{"objective": {"time_distribution": "uniform"}}], "lr": [{"train_lr": 0.0001}]}
+
+
 def test_the_choice_follows_the_written_rule(tmp_path):
     """benchmarks/table37_choose.py: (a) the knob that leads the plain one step by more than 2
     points on the development set (seeds 0 and 1) becomes the default, (b) a lever's variant,
@@ -430,13 +435,11 @@ def test_the_choice_follows_the_written_rule(tmp_path):
     assert undecided.returncode == 3 and undecided.stdout == ""
     assert ("mp1-tuned[objective.boundary_fraction=0.25] sampled with steps=2: no strict result of seed 0, 1 on "
             "metaworld/dial-turn") in undecided.stderr
-    levers = {"boundary": [{"objective": {"boundary_fraction": 0.25}}, {"objective": {"boundary_fraction": 0.5}}],
-              "time": [{"objective": {"time_distribution": "uniform"}}], "lr": [{"train_lr": 0.0001}]}
     lead = {0.25: 0.0, 0.5: 0.1, "uniform": 0.05, 0.0001: 0.0}  # on dial-turn at 2 steps (button-press: 100% for all)
     for seed in (0, 1):
         for task in dev:
             base = 0.56 + 0.02 * seed if task == dev[0] else 1.0
-            for name, models in levers.items():
+            for name, models in MP1_TUNED_LEVERS.items():
                 for model in models:
                     setting = next(iter(flatten_values(model)))
                     table37_run(tmp_path, f"table37-lever-{name}", task, "mp1-tuned", seed, 0.0, model=model,
@@ -507,11 +510,8 @@ def test_a_choice_that_changes_no_recipe_prints_no_recipe(tmp_path):
     for seed, folder in ((0, "table37"), (1, "table37-seed1")):
         table37_run(tmp_path, folder, task, "mp1-tuned", seed, 1.0, knobs={("steps", 2): 1.0, ("noise_scale", 0.5): 1.0})
         table37_run(tmp_path, folder, task, "dp3", seed, 1.0)
-        for lever, policy, model in (("boundary", "mp1-tuned", {"objective": {"boundary_fraction": 0.25}}),
-                                     ("boundary", "mp1-tuned", {"objective": {"boundary_fraction": 0.5}}),
-                                     ("time", "mp1-tuned", {"objective": {"time_distribution": "uniform"}}),
-                                     ("lr", "mp1-tuned", {"train_lr": 0.0001}), ("lr", "dp3", {"train_lr": 0.0003}),
-                                     ("regression", "regression", None)):
+        variants = [(lever, "mp1-tuned", model) for lever, models in MP1_TUNED_LEVERS.items() for model in models]
+        for lever, policy, model in variants + [("lr", "dp3", {"train_lr": 0.0003}), ("regression", "regression", None)]:
             table37_run(tmp_path, f"table37-lever-{lever}", task, policy, seed, 1.0, model=model,
                         name=f"{policy}-{next(iter(flatten_values(model or {'': ''})))}-seed{seed}")
     done = subprocess.run([sys.executable, str(script), str(tmp_path), "--dev-set", task, "--recipes"],
